@@ -1,0 +1,3 @@
+file(REMOVE_RECURSE
+  "libsq_test_util.a"
+)

@@ -1,0 +1,21 @@
+
+# Consider dependencies only in project.
+set(CMAKE_DEPENDS_IN_PROJECT_ONLY OFF)
+
+# The set of languages for which implicit dependencies are needed:
+set(CMAKE_DEPENDS_LANGUAGES
+  )
+
+# The set of dependency files which are needed:
+set(CMAKE_DEPENDS_DEPENDENCY_FILES
+  "/work/main/tests/common/test_dtype.c" "tests/common/CMakeFiles/test_dtype.dir/test_dtype.c.o" "gcc" "tests/common/CMakeFiles/test_dtype.dir/test_dtype.c.o.d"
+  )
+
+# Targets to which this target links.
+set(CMAKE_TARGET_LINKED_INFO_FILES
+  "/work/main/build/common/CMakeFiles/sq_common.dir/DependInfo.cmake"
+  "/work/main/build/tests/CMakeFiles/sq_test_util.dir/DependInfo.cmake"
+  )
+
+# Fortran module output directory.
+set(CMAKE_Fortran_TARGET_MODULE_DIR "")
