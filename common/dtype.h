@@ -18,6 +18,10 @@
 #define SQ_HD
 #endif
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sq_dtype {
   SQ_DTYPE_INVALID = 0,
   SQ_DTYPE_F64,
@@ -150,5 +154,9 @@ int sq_dtype_convert_to_f32(sq_dtype dt, const void *src, float *dst, size_t n);
 
 /* Convert n fp32 values to dt (F32, F16, BF16, F8_E4M3); -1 if unsupported. */
 int sq_dtype_convert_from_f32(sq_dtype dt, const float *src, void *dst, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -36,3 +36,11 @@ sq_status sq_fs_mkdirs(const char *path);
 char *sq_fs_join(const char *dir, const char *name);
 
 #endif
+
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -42,3 +42,11 @@ uint64_t sq_peak_rss_bytes(void);
 char *sq_format_bytes(uint64_t bytes, char *buf, size_t len);
 
 #endif
+
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif

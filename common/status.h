@@ -10,6 +10,10 @@
 #ifndef SQ_COMMON_STATUS_H
 #define SQ_COMMON_STATUS_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum sq_status {
   SQ_OK = 0,
   SQ_ERR_ARG,         /* bad argument or command-line value */
@@ -66,5 +70,9 @@ void sq_error_trace(const char *file, int line, const char *expr);
       goto label;                                     \
     }                                                 \
   } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

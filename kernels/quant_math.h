@@ -100,4 +100,26 @@ static inline SQ_HD float sq_q_fp8_dequantize(uint8_t code, float scale, sq_dtyp
   return sq_round_to_dtype(sq_fp8e4m3_to_f32(code) * scale, scale_dt);
 }
 
+/* Dispatch on qa.type for the tensor kernels (CPU and CUDA share these).
+ * Scale and zero point of one scale cell with observed range [lo, hi]. */
+static inline SQ_HD void sq_q_params(sq_qargs qa, float lo, float hi, float *scale, int *zp) {
+  if (qa.type == SQ_QTYPE_FLOAT) {
+    *scale = sq_q_fp8_scale(fmaxf(fabsf(lo), fabsf(hi)), qa.scale_dtype);
+    *zp = 0;
+  } else {
+    sq_q_int_params(lo, hi, qa.num_bits, qa.symmetric, qa.scale_dtype, scale, zp);
+  }
+}
+
+/* Code of x: the signed integer for int, the e4m3fn bit pattern for float. */
+static inline SQ_HD int8_t sq_q_quantize(sq_qargs qa, float x, float scale, int zp) {
+  if (qa.type == SQ_QTYPE_FLOAT) return (int8_t)sq_q_fp8_quantize(x, scale);
+  return (int8_t)sq_q_int_quantize(x, scale, zp, qa.num_bits);
+}
+
+static inline SQ_HD float sq_q_dequantize(sq_qargs qa, int8_t code, float scale, int zp) {
+  if (qa.type == SQ_QTYPE_FLOAT) return sq_q_fp8_dequantize((uint8_t)code, scale, qa.scale_dtype);
+  return sq_q_int_dequantize(code, scale, zp, qa.scale_dtype);
+}
+
 #endif

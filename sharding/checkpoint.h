@@ -1,8 +1,13 @@
-/* A Hugging Face checkpoint directory: config.json plus either model.safetensors
- * or model.safetensors.index.json and its shards, validated as a whole (shard
- * names are plain file names inside the directory, every shard exists, the
- * index and the shard headers list exactly the same tensors), and the writer of
- * such an index. */
+/* The tensors of a Hugging Face checkpoint directory: model.safetensors.index.json
+ * and its shards if the index exists, else model.safetensors alone, validated as
+ * a whole (shard names are plain file names inside the directory, every shard
+ * exists and is a valid safetensors file, the index and the shard headers list
+ * exactly the same tensors, each in one shard), and the writer of such an index.
+ * config.json is not read here (see the model config module). Shards stay open
+ * (one fd each) for pread until sq_ckpt_close; lookups by name are O(log n).
+ *
+ * Index format: {"metadata": {"total_size": N, ...}, "weight_map": {tensor: file}};
+ * other top-level keys are ignored. */
 #ifndef SQ_SHARDING_CHECKPOINT_H
 #define SQ_SHARDING_CHECKPOINT_H
 
@@ -14,6 +19,8 @@
 
 typedef struct sq_ckpt sq_ckpt;
 
+/* Open and validate dir. SQ_ERR_FORMAT for a malformed index or shard (one line
+ * naming the file and the tensor), SQ_ERR_IO for a missing directory or file. */
 sq_status sq_ckpt_open(const char *dir, sq_ckpt **out);
 void sq_ckpt_close(sq_ckpt *c);
 
@@ -28,9 +35,30 @@ const sq_st_tensor *sq_ckpt_find(const sq_ckpt *c, const char *name, const sq_st
 sq_status sq_ckpt_read_f32(const sq_ckpt *c, const char *name, float *dst, uint64_t nelem);
 /* Sum of the shard files' sizes in bytes. */
 uint64_t sq_ckpt_bytes_on_disk(const sq_ckpt *c);
+/* Shards, sorted by file name (1 for a single-file checkpoint). */
+size_t sq_ckpt_shard_count(const sq_ckpt *c);
+const sq_st_file *sq_ckpt_shard(const sq_ckpt *c, size_t i);
+
+/* The index parser on its own (label names the text in messages; the fuzz
+ * target's entry point). Checks the JSON, that weight_map is an object of
+ * plain file names, and metadata.total_size if present; not the shards. */
+typedef struct sq_ckpt_index sq_ckpt_index;
+sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len, sq_ckpt_index **out);
+void sq_ckpt_index_free(sq_ckpt_index *idx);
+/* Entries sorted by tensor name: name and shard file of the i-th. */
+size_t sq_ckpt_index_count(const sq_ckpt_index *idx);
+const char *sq_ckpt_index_name(const sq_ckpt_index *idx, size_t i);
+const char *sq_ckpt_index_file(const sq_ckpt_index *idx, size_t i);
+/* Distinct shard files, sorted. */
+size_t sq_ckpt_index_shard_count(const sq_ckpt_index *idx);
+const char *sq_ckpt_index_shard(const sq_ckpt_index *idx, size_t i);
+/* metadata.total_size, 0 if absent. */
+uint64_t sq_ckpt_index_total_size(const sq_ckpt_index *idx);
 
 /* Write model.safetensors.index.json into dir atomically: weight_map from
- * names[i] -> files[i] (n entries), metadata.total_size = total_size. */
+ * names[i] -> files[i] (n entries, written sorted by name; duplicate names or
+ * file names that are not plain are SQ_ERR_ARG), metadata.total_size =
+ * total_size (by convention the sum of the tensors' byte sizes). */
 sq_status sq_ckpt_write_index(const char *dir, size_t n, const char *const *names,
                               const char *const *files, uint64_t total_size);
 

@@ -1,0 +1,343 @@
+/* config.json parsing against the real published configs in
+ * tests/assets/configs (Llama-3.1-8B/405B, Mistral-7B-v0.3, Qwen2.5-7B,
+ * DeepSeek-V3, Llama-4-Maverick), one-line errors for bad keys, writing back
+ * with unknown keys kept, and the dense tensor list, whose parameter count is
+ * checked against the published counts and a formula written independently. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sharding/model_config.h"
+#include "test_util.h"
+
+static char *fixture(const char *name) {
+  const char *src = getenv("SHARDQ_SOURCE_DIR");
+  if (!src) sq_test_skip("SHARDQ_SOURCE_DIR not set");
+  size_t n = strlen(src) + strlen(name) + 64;
+  char *p = malloc(n);
+  snprintf(p, n, "%s/tests/assets/configs/%s", src, name);
+  return p;
+}
+
+static int load(const char *name, sq_model_config *c) {
+  char *p = fixture(name);
+  sq_status st = sq_model_config_load(p, c);
+  SQ_EXPECT_MSG(st == SQ_OK, "%s: %s", name, sq_error_message());
+  free(p);
+  sq_error_clear();
+  return st == SQ_OK;
+}
+
+/* The parameter formula of a dense Llama-family model, written as a sum per
+ * layer of attention + MLP + norms, independent of the tensor list code. */
+static uint64_t formula(uint64_t layers, uint64_t hidden, uint64_t heads, uint64_t kv,
+                        uint64_t hd, uint64_t inter, uint64_t vocab, int tied, int qkv_bias) {
+  uint64_t attn = hidden * (heads * hd) + 2 * hidden * (kv * hd) + (heads * hd) * hidden;
+  if (qkv_bias) attn += heads * hd + 2 * kv * hd;
+  uint64_t per_layer = attn + 3 * hidden * inter + 2 * hidden;
+  return layers * per_layer + vocab * hidden * (tied ? 1 : 2) + hidden;
+}
+
+static void test_llama_8b(void) {
+  sq_model_config c;
+  if (!load("Llama-3.1-8B", &c)) return;
+  SQ_EXPECT(strcmp(c.model_type, "llama") == 0);
+  SQ_EXPECT(strcmp(c.architecture, "LlamaForCausalLM") == 0);
+  SQ_EXPECT(c.family == SQ_FAMILY_LLAMA);
+  SQ_EXPECT_EQ_INT(c.hidden_size, 4096);
+  SQ_EXPECT_EQ_INT(c.intermediate_size, 14336);
+  SQ_EXPECT_EQ_INT(c.num_hidden_layers, 32);
+  SQ_EXPECT_EQ_INT(c.num_attention_heads, 32);
+  SQ_EXPECT_EQ_INT(c.num_key_value_heads, 8);
+  SQ_EXPECT_EQ_INT(c.head_dim, 128);
+  SQ_EXPECT_EQ_INT(c.vocab_size, 128256);
+  SQ_EXPECT_EQ_INT(c.max_position_embeddings, 131072);
+  SQ_EXPECT(c.rms_norm_eps == 1e-5);
+  SQ_EXPECT(c.rope_theta == 500000.0);
+  SQ_EXPECT(c.rope_scaling.kind == SQ_ROPE_LLAMA3);
+  SQ_EXPECT(c.rope_scaling.factor == 8.0 && c.rope_scaling.low_freq_factor == 1.0 &&
+            c.rope_scaling.high_freq_factor == 4.0);
+  SQ_EXPECT_EQ_INT(c.rope_scaling.original_max_position_embeddings, 8192);
+  SQ_EXPECT(!c.tie_word_embeddings && !c.attention_bias && !c.mlp_bias);
+  SQ_EXPECT(c.torch_dtype == SQ_DTYPE_BF16);
+  SQ_EXPECT_EQ_INT(c.bos_token_id, 128000);
+  SQ_EXPECT_EQ_INT(c.n_eos, 1);
+  SQ_EXPECT_EQ_INT(c.eos_token_ids[0], 128001);
+  SQ_EXPECT_EQ_INT(c.num_experts, 0);
+  SQ_EXPECT(sq_model_config_check_forward(&c) == SQ_OK);
+  /* Published: 8,030,261,248 parameters. */
+  SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 8030261248ull);
+  SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c),
+                   formula(32, 4096, 32, 8, 128, 14336, 128256, 0, 0));
+
+  sq_tensor_spec *s = NULL;
+  size_t n = 0;
+  SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_OK);
+  SQ_EXPECT_EQ_INT(n, 2 + 32 * 9 + 1); /* 291 tensors, as the real checkpoint's index */
+  if (n == 291) {
+    SQ_EXPECT(strcmp(s[0].name, "model.embed_tokens.weight") == 0);
+    SQ_EXPECT(s[0].shape[0] == 128256 && s[0].shape[1] == 4096 && s[0].role == SQ_ROLE_EMBED);
+    SQ_EXPECT(strcmp(s[1].name, "model.layers.0.input_layernorm.weight") == 0);
+    SQ_EXPECT(strcmp(s[3].name, "model.layers.0.self_attn.k_proj.weight") == 0);
+    SQ_EXPECT(s[3].shape[0] == 1024 && s[3].shape[1] == 4096 && s[3].role == SQ_ROLE_LINEAR);
+    SQ_EXPECT(strcmp(s[9].name, "model.layers.0.mlp.down_proj.weight") == 0);
+    SQ_EXPECT(s[9].shape[0] == 4096 && s[9].shape[1] == 14336);
+    SQ_EXPECT(strcmp(s[289].name, "model.norm.weight") == 0 && s[289].ndim == 1);
+    SQ_EXPECT(strcmp(s[290].name, "lm_head.weight") == 0 && s[290].role == SQ_ROLE_LM_HEAD);
+    /* Names are unique and the roles agree with the name-based classifier. */
+    for (size_t i = 0; i < n; ++i) {
+      SQ_EXPECT_MSG(sq_tensor_role_of(s[i].name, s[i].ndim) == s[i].role, "%s", s[i].name);
+      for (size_t j = i + 1; j < n; ++j)
+        if (strcmp(s[i].name, s[j].name) == 0) SQ_EXPECT_MSG(0, "duplicate %s", s[i].name);
+    }
+  }
+  free(s);
+  sq_model_config_free(&c);
+}
+
+static void test_dense_fixtures(void) {
+  sq_model_config c;
+  if (load("Llama-3.1-405B", &c)) {
+    SQ_EXPECT_EQ_INT(c.num_hidden_layers, 126);
+    SQ_EXPECT_EQ_INT(c.hidden_size, 16384);
+    /* Published: 405,853,388,800 parameters. */
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 405853388800ull);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c),
+                     formula(126, 16384, 128, 8, 128, 53248, 128256, 0, 0));
+    sq_model_config_free(&c);
+  }
+  if (load("Mistral-7B-v0.3", &c)) {
+    SQ_EXPECT(c.family == SQ_FAMILY_MISTRAL && c.rope_scaling.kind == SQ_ROPE_NONE);
+    SQ_EXPECT_EQ_INT(c.vocab_size, 32768);
+    SQ_EXPECT(c.rope_theta == 1e6);
+    SQ_EXPECT_EQ_INT(c.bos_token_id, 1);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c),
+                     formula(32, 4096, 32, 8, 128, 14336, 32768, 0, 0));
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 7248023552ull);
+    sq_model_config_free(&c);
+  }
+  if (load("Qwen2.5-7B", &c)) {
+    SQ_EXPECT(c.family == SQ_FAMILY_QWEN2);
+    SQ_EXPECT(c.attention_bias && !c.o_proj_bias); /* no attention_bias key, but qwen2 has q/k/v bias */
+    SQ_EXPECT(c.rms_norm_eps == 1e-6);
+    SQ_EXPECT_EQ_INT(c.num_key_value_heads, 4);
+    SQ_EXPECT_EQ_INT(c.head_dim, 128);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c),
+                     formula(28, 3584, 28, 4, 128, 18944, 152064, 0, 1));
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 7615616512ull); /* "7.61B" */
+    sq_tensor_spec *s = NULL;
+    size_t n = 0;
+    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_OK);
+    SQ_EXPECT_EQ_INT(n, 2 + 28 * 12 + 1);
+    if (n > 4) {
+      SQ_EXPECT(strcmp(s[3].name, "model.layers.0.self_attn.q_proj.bias") == 0);
+      SQ_EXPECT(s[3].ndim == 1 && s[3].shape[0] == 3584 && s[3].role == SQ_ROLE_BIAS);
+    }
+    free(s);
+    sq_model_config_free(&c);
+  }
+}
+
+static void test_moe_fixtures(void) {
+  sq_model_config c;
+  if (load("DeepSeek-V3", &c)) {
+    SQ_EXPECT(c.family == SQ_FAMILY_DEEPSEEK_V3);
+    SQ_EXPECT_EQ_INT(c.num_experts, 256);
+    SQ_EXPECT_EQ_INT(c.num_experts_per_tok, 8);
+    SQ_EXPECT_EQ_INT(c.n_shared_experts, 1);
+    SQ_EXPECT_EQ_INT(c.moe_intermediate_size, 2048);
+    SQ_EXPECT_EQ_INT(c.first_k_dense_replace, 3);
+    SQ_EXPECT_EQ_INT(c.q_lora_rank, 1536);
+    SQ_EXPECT_EQ_INT(c.kv_lora_rank, 512);
+    SQ_EXPECT_EQ_INT(c.qk_nope_head_dim, 128);
+    SQ_EXPECT_EQ_INT(c.qk_rope_head_dim, 64);
+    SQ_EXPECT_EQ_INT(c.v_head_dim, 128);
+    SQ_EXPECT_EQ_INT(c.n_group, 8);
+    SQ_EXPECT_EQ_INT(c.topk_group, 4);
+    SQ_EXPECT_EQ_INT(c.num_hidden_layers, 61);
+    SQ_EXPECT(c.rope_theta == 10000.0); /* an integer in the file */
+    SQ_EXPECT(c.rope_scaling.kind == SQ_ROPE_OTHER && strcmp(c.rope_scaling.type, "yarn") == 0);
+    SQ_EXPECT(c.rope_scaling.factor == 40.0);
+    SQ_EXPECT_EQ_INT(c.rope_scaling.original_max_position_embeddings, 4096);
+    SQ_EXPECT_EQ_INT(c.bos_token_id, 0);
+    SQ_EXPECT(sq_model_config_check_forward(&c) == SQ_ERR_UNSUPPORTED);
+    SQ_EXPECT(strstr(sq_error_message(), "deepseek_v3") != NULL);
+    sq_error_clear();
+    sq_tensor_spec *s = NULL;
+    size_t n = 0;
+    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_ERR_UNSUPPORTED && !s && n == 0);
+    sq_error_clear();
+    sq_model_config_free(&c);
+  }
+  if (load("Llama-4-Maverick-17B-128E-Instruct", &c)) {
+    SQ_EXPECT(c.family == SQ_FAMILY_LLAMA4);
+    SQ_EXPECT(strcmp(c.model_type, "llama4") == 0);
+    SQ_EXPECT(strcmp(c.architecture, "Llama4ForConditionalGeneration") == 0);
+    SQ_EXPECT_EQ_INT(c.hidden_size, 5120); /* from text_config, not vision_config's 1408 */
+    SQ_EXPECT_EQ_INT(c.num_hidden_layers, 48);
+    SQ_EXPECT_EQ_INT(c.num_attention_heads, 40);
+    SQ_EXPECT_EQ_INT(c.num_key_value_heads, 8);
+    SQ_EXPECT_EQ_INT(c.head_dim, 128);
+    SQ_EXPECT_EQ_INT(c.num_experts, 128);
+    SQ_EXPECT_EQ_INT(c.num_experts_per_tok, 1);
+    SQ_EXPECT_EQ_INT(c.interleave_moe_layer_step, 2);
+    SQ_EXPECT_EQ_INT(c.intermediate_size, 8192);
+    SQ_EXPECT_EQ_INT(c.intermediate_size_mlp, 16384);
+    SQ_EXPECT_EQ_INT(c.vocab_size, 202048);
+    SQ_EXPECT(c.rope_scaling.kind == SQ_ROPE_NONE);
+    SQ_EXPECT_EQ_INT(c.n_eos, 3);
+    SQ_EXPECT(c.eos_token_ids[0] == 200001 && c.eos_token_ids[2] == 200008);
+    SQ_EXPECT(c.torch_dtype == SQ_DTYPE_BF16);
+    sq_model_config_free(&c);
+  }
+}
+
+/* Parse text and expect failure status st with a message containing want. */
+static void expect_error(const char *text, sq_status st, const char *want) {
+  sq_model_config c;
+  sq_status got = sq_model_config_parse("config.json", text, strlen(text), &c);
+  SQ_EXPECT_MSG(got == st, "status %d, want %d for %s", (int)got, (int)st, text);
+  SQ_EXPECT_MSG(strstr(sq_error_message(), want) != NULL, "message '%s' lacks '%s'",
+                sq_error_message(), want);
+  SQ_EXPECT_MSG(strchr(sq_error_message(), '\n') == NULL, "message is not one line");
+  SQ_EXPECT(c.json == NULL);
+  sq_error_clear();
+  sq_model_config_free(&c);
+}
+
+#define BASE_HEAD "{\"model_type\": \"llama\", "
+#define BASE_DIMS "\"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100"
+
+static void test_errors(void) {
+  expect_error(BASE_HEAD "\"hidden_size\": \"4096\", " BASE_DIMS "}", SQ_ERR_FORMAT,
+               "config.json: key 'hidden_size' must be a positive integer (got \"4096\")");
+  expect_error(BASE_HEAD BASE_DIMS "}", SQ_ERR_FORMAT, "config.json: missing key 'hidden_size'");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": "
+                         "-2, \"num_attention_heads\": 4, \"vocab_size\": 100}",
+               SQ_ERR_FORMAT, "key 'num_hidden_layers' must be a positive integer (got -2)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32.0, " BASE_DIMS "}", SQ_ERR_FORMAT,
+               "key 'hidden_size' must be a positive integer (got 32.0)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"num_key_value_heads\": 3, " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'num_key_value_heads' (3) must divide num_attention_heads (4)");
+  expect_error(BASE_HEAD "\"hidden_size\": 30, " BASE_DIMS "}", SQ_ERR_FORMAT, "add \"head_dim\"");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rms_norm_eps\": \"1e-5\", " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'rms_norm_eps' must be a positive number");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"tie_word_embeddings\": 1, " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'tie_word_embeddings' must be true or false (got 1)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"torch_dtype\": \"int7\", " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'torch_dtype' must be \"bfloat16\"");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"eos_token_id\": [1, \"2\"], " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'eos_token_id' must be a token id or a list");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": {\"rope_type\": \"llama3\", "
+                         "\"factor\": 8.0, \"high_freq_factor\": 4.0, "
+                         "\"original_max_position_embeddings\": 8192}, " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "missing key 'rope_scaling.low_freq_factor'");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": 8, " BASE_DIMS "}",
+               SQ_ERR_FORMAT, "key 'rope_scaling' must be null or an object (got 8)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"architectures\": \"LlamaForCausalLM\", " BASE_DIMS
+                         "}",
+               SQ_ERR_FORMAT, "key 'architectures' must be a non-empty list");
+  expect_error("{\"hidden_size\": 32}", SQ_ERR_FORMAT, "missing key 'model_type'");
+  expect_error("{\"model_type\": \"llama\",", SQ_ERR_FORMAT, "config.json:1:");
+  expect_error("[1, 2]", SQ_ERR_FORMAT, "top level must be a JSON object");
+  expect_error("{\"model_type\": \"llama4\"}", SQ_ERR_FORMAT, "missing key 'text_config'");
+  expect_error("{\"model_type\": \"llama4\", \"text_config\": {\"hidden_size\": 0}}", SQ_ERR_FORMAT,
+               "key 'text_config.hidden_size' must be a positive integer (got 0)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"hidden_size\": 32, " BASE_DIMS "}", SQ_ERR_FORMAT,
+               "duplicate");
+
+  /* Loading a directory without config.json names the file. */
+  sq_model_config c;
+  SQ_EXPECT(sq_model_config_load("/nonexistent-shardq-dir", &c) != SQ_OK);
+  SQ_EXPECT(strstr(sq_error_message(), "/nonexistent-shardq-dir/config.json") != NULL);
+  sq_error_clear();
+
+  /* Unsupported rope scaling is parsed, and rejected only by the forward check. */
+  const char *yarn = BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": {\"type\": \"yarn\", "
+                               "\"factor\": 4.0}, " BASE_DIMS "}";
+  SQ_EXPECT(sq_model_config_parse("config.json", yarn, strlen(yarn), &c) == SQ_OK);
+  SQ_EXPECT(c.rope_scaling.kind == SQ_ROPE_OTHER && c.rope_scaling.factor == 4.0);
+  SQ_EXPECT(sq_model_config_check_forward(&c) == SQ_ERR_UNSUPPORTED);
+  SQ_EXPECT(strstr(sq_error_message(), "'yarn'") != NULL);
+  sq_error_clear();
+  sq_model_config_free(&c);
+
+  /* Defaults: kv heads = heads, head_dim = hidden/heads, no tying, eps 1e-6, theta 1e4. */
+  const char *minimal = BASE_HEAD "\"hidden_size\": 32, " BASE_DIMS ", \"bos_token_id\": null}";
+  SQ_EXPECT(sq_model_config_parse("config.json", minimal, strlen(minimal), &c) == SQ_OK);
+  SQ_EXPECT_EQ_INT(c.num_key_value_heads, 4);
+  SQ_EXPECT_EQ_INT(c.head_dim, 8);
+  SQ_EXPECT(!c.tie_word_embeddings && c.rms_norm_eps == 1e-6 && c.rope_theta == 10000.0);
+  SQ_EXPECT_EQ_INT(c.bos_token_id, -1);
+  SQ_EXPECT(c.torch_dtype == SQ_DTYPE_INVALID);
+  sq_model_config_free(&c);
+
+  /* Llama's attention_bias biases q, k, v and o; tying drops lm_head. */
+  const char *biased = BASE_HEAD "\"hidden_size\": 32, \"attention_bias\": true, \"mlp_bias\": "
+                                 "true, \"tie_word_embeddings\": true, " BASE_DIMS "}";
+  SQ_EXPECT(sq_model_config_parse("config.json", biased, strlen(biased), &c) == SQ_OK);
+  SQ_EXPECT(c.attention_bias && c.o_proj_bias && c.mlp_bias);
+  /* formula + the o and MLP biases it leaves out */
+  uint64_t want = formula(2, 32, 4, 4, 8, 64, 100, 1, 1) + 2 * (32 + 64 + 64 + 32);
+  SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+  SQ_EXPECT_EQ_INT(sq_model_config_tensor_count(&c), 2 + 2 * 16);
+  sq_model_config_free(&c);
+}
+
+static void test_roundtrip(void) {
+  sq_model_config c, d;
+  if (!load("Llama-3.1-8B", &c)) return;
+  c.num_hidden_layers = 2;
+  c.torch_dtype = SQ_DTYPE_F16;
+  char *text = NULL;
+  SQ_EXPECT(sq_model_config_to_json(&c, &text) == SQ_OK);
+  if (text) {
+    SQ_EXPECT(strstr(text, "\"rms_norm_eps\": 1e-05") || strstr(text, "\"rms_norm_eps\": 1e-5"));
+    SQ_EXPECT(strstr(text, "\"pretraining_tp\": 1") != NULL);        /* unknown keys kept */
+    SQ_EXPECT(strstr(text, "\"transformers_version\": \"4.43.0.dev0\"") != NULL);
+    SQ_EXPECT(sq_model_config_parse("again", text, strlen(text), &d) == SQ_OK);
+    SQ_EXPECT_EQ_INT(d.num_hidden_layers, 2);
+    SQ_EXPECT(d.torch_dtype == SQ_DTYPE_F16);
+    SQ_EXPECT(d.hidden_size == c.hidden_size && d.num_key_value_heads == c.num_key_value_heads &&
+              d.vocab_size == c.vocab_size && d.rms_norm_eps == c.rms_norm_eps &&
+              d.rope_theta == c.rope_theta && d.rope_scaling.kind == SQ_ROPE_LLAMA3 &&
+              d.rope_scaling.factor == 8.0 && d.bos_token_id == 128000);
+    SQ_EXPECT(json_object_get(d.json, "head_dim") == NULL); /* not invented */
+    sq_model_config_free(&d);
+  }
+  free(text);
+  sq_model_config_free(&c);
+
+  /* Nested and unknown objects survive: DeepSeek's quantization_config, Llama-4's vision_config. */
+  if (load("DeepSeek-V3", &c)) {
+    SQ_EXPECT(sq_model_config_to_json(&c, &text) == SQ_OK);
+    SQ_EXPECT(text && strstr(text, "\"weight_block_size\"") && strstr(text, "\"noaux_tc\""));
+    SQ_EXPECT(text && sq_model_config_parse("again", text, strlen(text), &d) == SQ_OK &&
+              d.num_experts == 256 && d.kv_lora_rank == 512);
+    sq_model_config_free(&d);
+    free(text);
+    sq_model_config_free(&c);
+  }
+  if (load("Llama-4-Maverick-17B-128E-Instruct", &c)) {
+    c.num_hidden_layers = 4;
+    SQ_EXPECT(sq_model_config_to_json(&c, &text) == SQ_OK);
+    SQ_EXPECT(text && sq_model_config_parse("again", text, strlen(text), &d) == SQ_OK);
+    SQ_EXPECT_EQ_INT(d.num_hidden_layers, 4);
+    json_t *v = json_object_get(json_object_get(d.json, "vision_config"), "num_hidden_layers");
+    SQ_EXPECT(v && json_integer_value(v) == 34); /* vision model untouched */
+    SQ_EXPECT(json_object_get(d.json, "num_hidden_layers") == NULL); /* written in text_config */
+    sq_model_config_free(&d);
+    free(text);
+    sq_model_config_free(&c);
+  }
+}
+
+int main(void) {
+  test_llama_8b();
+  test_dense_fixtures();
+  test_moe_fixtures();
+  test_errors();
+  test_roundtrip();
+  return sq_test_result("test_model_config");
+}
