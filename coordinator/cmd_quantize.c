@@ -1,10 +1,405 @@
-/* shardq quantize: placeholder until its issue lands; it says so and fails. */
+/* shardq quantize: the layer-sequential job on one process (the CPU path).
+ * Embeds the calibration tokens, then for each decoder layer in order: loads
+ * only that layer's weights, runs it over every sample (in batches) while the
+ * Hessians of its Linear inputs accumulate, reduces them (a no-op on one
+ * rank), solves each module with GPTQ / SparseGPT / RTN, writes the compressed
+ * tensors to the layer's shard, replaces the weights by their dequantized
+ * values and re-runs the layer to produce the next layer's inputs. Memory is
+ * one layer's weights plus the activations of all samples. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
+#include "common/fsio.h"
+#include "common/log.h"
 #include "coordinator/cli.h"
+#include "coordinator/quantize_output.h"
+#include "coordinator/quantize_plan.h"
+#include "sharding/checkpoint.h"
+#include "worker/activations.h"
+#include "worker/calib.h"
+#include "worker/layer_quant.h"
+#include "worker/model.h"
+
+static void sq_quantize_usage(FILE *f) {
+  fprintf(f,
+          "usage: shardq quantize --model DIR --calib CALIB.safetensors --out OUTDIR [options]\n\n"
+          "Calibrates and quantizes a dense Llama-family checkpoint layer by layer on this\n"
+          "process (one rank owns every module) and writes a compressed-tensors checkpoint:\n"
+          "OUTDIR/model-0000k-of-0000N.safetensors (shard 1: embeddings, final norm, lm_head;\n"
+          "then one shard per --layers-per-shard layers), model.safetensors.index.json,\n"
+          "config.json with quantization_config, and the tokenizer/generation files.\n"
+          "lm_head is never quantized; embeddings, norms and biases pass through unchanged.\n\n"
+          "options (defaults in brackets):\n"
+          "  --model DIR            input checkpoint (config.json + safetensors)\n"
+          "  --calib FILE           int32 input_ids [samples, seq_len] (safetensors)\n"
+          "  --out DIR              output directory (must not be --model; empty unless --force)\n"
+          "  --force                write into a non-empty --out\n"
+          "  --scheme S             W4A16 | W4A16_ASYM | W8A16 | W8A8 | FP8 | FP8_DYNAMIC [W4A16]\n"
+          "  --recipe FILE          llm-compressor YAML recipe (instead of --scheme/--method)\n"
+          "  --method M             gptq | rtn | sparsegpt [gptq]\n"
+          "  --bits N               weight bits (overrides the scheme)\n"
+          "  --group N              group size; 0 = per output channel (overrides the scheme)\n"
+          "  --sym | --asym         symmetric or asymmetric weights (overrides the scheme)\n"
+          "  --actorder [group|weight]  GPTQ activation order [off; bare flag = weight]\n"
+          "  --damp F               GPTQ/SparseGPT dampening fraction [0.01]\n"
+          "  --block N              GPTQ/SparseGPT block size [128]\n"
+          "  --sparsity P           SparseGPT unstructured sparsity [0.5]\n"
+          "  --mask N:M             SparseGPT N:M mask, e.g. 2:4 (instead of --sparsity)\n"
+          "  --no-quant             SparseGPT: prune only, weights stay dense\n"
+          "  --ignore NAME          leave a module dense (exact name or re:REGEX; repeatable)\n"
+          "  --calib-samples N      calibration samples [128, or all if fewer]\n"
+          "  --seq-len T            truncate samples to T tokens [full]\n"
+          "  --shuffle-seed S       0 = take the first N rows; else a seeded shuffle [0]\n"
+          "  --batch N              samples per forward batch (bounds memory) [8]\n"
+          "  --layers-per-shard K   decoder layers per output shard [1]\n"
+          "  --spill-dir DIR        keep activations in an HDF5 file there, not in memory\n"
+          "  -q, --quiet            no progress lines (errors and the summary only)\n\n"
+          "Progress on stderr: layer i/N  module  loss  s/layer  ETA; a summary table at the end.\n"
+          "Two runs with the same inputs write byte-identical files.\n");
+}
+
+/* Per module-kind totals for the summary table. */
+typedef struct {
+  double loss, seconds;
+  uint64_t bytes_in, bytes_out;
+  int count, has_loss;
+} sq_qsum;
+
+static int sq_q_arg(int argc, char **argv, int *i, const char **val) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "shardq quantize: %s needs a value (see --help)\n", argv[*i]);
+    return 0;
+  }
+  *val = argv[++*i];
+  return 1;
+}
+
+static int sq_q_parse(int argc, char **argv, sq_qplan_args *a) {
+  for (int i = 1; i < argc; i++) {
+    const char *s = argv[i], *v = NULL;
+#define SQ_VAL() \
+  if (!sq_q_arg(argc, argv, &i, &v)) return 0
+    if (!strcmp(s, "--model")) { SQ_VAL(); a->model = v; }
+    else if (!strcmp(s, "--calib")) { SQ_VAL(); a->calib = v; }
+    else if (!strcmp(s, "--out")) { SQ_VAL(); a->out = v; }
+    else if (!strcmp(s, "--force")) a->force = 1;
+    else if (!strcmp(s, "--scheme")) { SQ_VAL(); a->scheme = v; }
+    else if (!strcmp(s, "--recipe")) { SQ_VAL(); a->recipe = v; }
+    else if (!strcmp(s, "--method")) { SQ_VAL(); a->method = v; }
+    else if (!strcmp(s, "--bits")) { SQ_VAL(); a->bits = atoi(v); }
+    else if (!strcmp(s, "--group")) { SQ_VAL(); a->group = atoi(v); a->group_set = 1; }
+    else if (!strcmp(s, "--sym")) a->sym = 1;
+    else if (!strcmp(s, "--asym")) a->sym = 0;
+    else if (!strcmp(s, "--actorder")) {
+      a->actorder = "weight";
+      if (i + 1 < argc && (!strcmp(argv[i + 1], "group") || !strcmp(argv[i + 1], "weight")))
+        a->actorder = argv[++i];
+    }
+    else if (!strcmp(s, "--damp")) { SQ_VAL(); a->damp = atof(v); }
+    else if (!strcmp(s, "--block")) { SQ_VAL(); a->block = atoll(v); }
+    else if (!strcmp(s, "--sparsity")) { SQ_VAL(); a->sparsity = atof(v); }
+    else if (!strcmp(s, "--mask")) { SQ_VAL(); a->mask = v; }
+    else if (!strcmp(s, "--no-quant")) a->no_quant = 1;
+    else if (!strcmp(s, "--ignore")) {
+      SQ_VAL();
+      if (a->n_ignore < SQ_QPLAN_MAX_IGNORE) a->ignore[a->n_ignore++] = v;
+    }
+    else if (!strcmp(s, "--calib-samples")) { SQ_VAL(); a->calib_samples = atoll(v); }
+    else if (!strcmp(s, "--seq-len")) { SQ_VAL(); a->seq_len = atoll(v); }
+    else if (!strcmp(s, "--shuffle-seed")) { SQ_VAL(); a->shuffle_seed = strtoull(v, NULL, 10); }
+    else if (!strcmp(s, "--batch")) { SQ_VAL(); a->batch = atoll(v); }
+    else if (!strcmp(s, "--layers-per-shard")) { SQ_VAL(); a->layers_per_shard = atoi(v); }
+    else if (!strcmp(s, "--spill-dir")) { SQ_VAL(); a->spill_dir = v; }
+    else if (!strcmp(s, "--dump-dequant")) { SQ_VAL(); a->dump_dequant = v; } /* tests */
+    else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
+    else {
+      fprintf(stderr, "shardq quantize: unknown option '%s' (see --help)\n", s);
+      return 0;
+    }
+#undef SQ_VAL
+  }
+  if (!a->model || !a->calib || !a->out) {
+    fprintf(stderr, "shardq quantize: --model, --calib and --out are required (see --help)\n");
+    return 0;
+  }
+  return 1;
+}
+
+/* The whole job state, freed in one place. */
+typedef struct {
+  sq_qplan_args a;
+  sq_model model;
+  sq_qplan plan;
+  sq_calib calib;
+  sq_acts acts;
+  sq_acts_runner runner;
+  sq_layer_buf buf;
+  sq_lq lq;
+  sq_rope rope;
+  sq_st_writer *w, *dump;
+  char **files;
+  int n_files;
+  float *embed;
+  sq_qsum sum[SQ_MOD_COUNT];
+} sq_qjob;
+
+static sq_status sq_q_write_head_shard(sq_qjob *j) {
+  char *path = sq_fs_join(j->a.out, j->files[0]);
+  sq_status st = path ? sq_st_writer_create(path, &j->w) : SQ_ERR_NOMEM;
+  free(path);
+  SQ_CHECK(st);
+  const sq_model_info *mi = &j->model.info;
+  for (size_t i = 0; i < mi->n_tensors; i++)
+    if (mi->tensors[i].layer < 0) SQ_CHECK(sq_qout_declare_raw(j->w, j->model.ckpt, mi->tensors[i].name));
+  for (size_t i = 0; i < mi->n_tensors; i++)
+    if (mi->tensors[i].layer < 0) SQ_CHECK(sq_qout_write_raw(j->w, j->model.ckpt, mi->tensors[i].name));
+  SQ_CHECK(sq_st_writer_commit(j->w));
+  sq_st_writer_free(j->w);
+  j->w = NULL;
+  return SQ_OK;
+}
+
+/* Open layer group k's shard writer and declare every tensor of its layers. */
+static sq_status sq_q_open_layer_shard(sq_qjob *j, int first, int last, int k) {
+  char *path = sq_fs_join(j->a.out, j->files[k]);
+  sq_status st = path ? sq_st_writer_create(path, &j->w) : SQ_ERR_NOMEM;
+  free(path);
+  SQ_CHECK(st);
+  const sq_model_info *mi = &j->model.info;
+  for (size_t i = 0; i < mi->n_tensors; i++) {
+    const sq_model_tensor *t = &mi->tensors[i];
+    if (t->layer < first || t->layer > last) continue;
+    char mod[128];
+    size_t len = strlen(t->name);
+    int is_w = t->role == SQ_MT_LINEAR && len > 7 && !strcmp(t->name + len - 7, ".weight");
+    snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), t->name);
+    if (is_w && sq_qplan_quantized(&j->plan, mod))
+      SQ_CHECK(sq_lq_declare(&j->lq, j->w, mod, t->shape[0], t->shape[1]));
+    else
+      SQ_CHECK(sq_qout_declare_raw(j->w, j->model.ckpt, t->name));
+  }
+  return SQ_OK;
+}
+
+static sq_status sq_q_layer(sq_qjob *j, int l, const sq_comm *comm, double t_start) {
+  const sq_model_info *mi = &j->model.info;
+  sq_fwd_layer_cfg cfg = sq_model_fwd_cfg(mi, &j->rope);
+  SQ_CHECK(sq_layer_buf_load(&j->buf, &j->model, l));
+  /* 1-2: calibration forward with the original weights, Hessian reduce. */
+  if (sq_lq_needs_calibration(&j->lq)) {
+    sq_lq_begin_layer(&j->lq, l);
+    sq_fwd_hooks hooks = sq_lq_hooks(&j->lq);
+    sq_fwd_layer_weights w = sq_layer_buf_weights(&j->buf);
+    SQ_CHECK(sq_acts_forward(&j->acts, &j->runner, &cfg, &w, &hooks, 0));
+    SQ_CHECK(sq_lq_reduce(&j->lq, comm));
+  } else {
+    sq_lq_begin_layer(&j->lq, l);
+  }
+  /* Pass-through tensors of the layer (norms, biases, ignored modules). */
+  for (size_t i = 0; i < mi->n_tensors; i++) {
+    const sq_model_tensor *t = &mi->tensors[i];
+    if (t->layer != l) continue;
+    char mod[128];
+    size_t len = strlen(t->name);
+    snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), t->name);
+    if (t->role == SQ_MT_LINEAR && sq_qplan_quantized(&j->plan, mod)) continue;
+    SQ_CHECK(sq_qout_write_raw(j->w, j->model.ckpt, t->name));
+  }
+  /* 3-4: solve each module, write it, share its dequantized weight. */
+  double layer_t0 = sq_time_now();
+  for (int m = 0; m < SQ_MOD_COUNT; m++) {
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, sq_model_module_suffix(m));
+    if (!sq_qplan_quantized(&j->plan, name)) continue;
+    int64_t d_out, d_in;
+    sq_model_module_shape(mi, m, &d_out, &d_in);
+    char wname[176];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    int owner = sq_comm_owner(comm, l, m);
+    sq_lq_stat stat = {0};
+    if (comm->rank == owner) {
+      SQ_CHECK(sq_lq_solve(&j->lq, m, name, j->buf.mod[m], sq_model_tensor_dtype(&j->model, wname),
+                           j->w, &stat));
+      if (j->dump) SQ_CHECK(sq_st_writer_write_f32(j->dump, wname, j->lq.deq));
+    }
+    SQ_CHECK(sq_lq_share(&j->lq, comm, owner, j->buf.mod[m], d_out, d_in, name));
+    sq_qsum *s = &j->sum[m];
+    s->seconds += stat.seconds;
+    s->bytes_in += stat.bytes_in;
+    s->bytes_out += stat.bytes_out;
+    s->count++;
+    if (!isnan(stat.loss)) {
+      s->loss += stat.loss;
+      s->has_loss = 1;
+    }
+    if (!j->a.quiet) {
+      double done = sq_time_now() - t_start;
+      double per = (l > 0 ? done / l : sq_time_now() - layer_t0 + 1e-9);
+      double eta = per * (double)(mi->n_layers - l) - (l > 0 ? 0 : done);
+      char loss[32];
+      if (isnan(stat.loss)) snprintf(loss, sizeof loss, "-");
+      else snprintf(loss, sizeof loss, "%.4g", stat.loss);
+      fprintf(stderr, "layer %d/%lld  %-18s loss %-10s %6.2f s/layer  ETA %.0f s\n", l + 1,
+              (long long)mi->n_layers, sq_model_module_suffix(m), loss, per, eta < 0 ? 0 : eta);
+    }
+  }
+  /* 5: the quantized layer's outputs are the next layer's inputs. */
+  if (l + 1 < mi->n_layers) {
+    sq_fwd_layer_weights w = sq_layer_buf_weights(&j->buf);
+    SQ_CHECK(sq_acts_forward(&j->acts, &j->runner, &cfg, &w, NULL, 1));
+    SQ_CHECK(sq_acts_set_layer(&j->acts, l + 1));
+  }
+  return SQ_OK;
+}
+
+static void sq_q_summary(const sq_qjob *j, double seconds) {
+  uint64_t tin = 0, tout = 0;
+  double tsec = 0;
+  fprintf(stderr, "\n%-18s %7s %12s %9s %12s %12s %7s\n", "module", "count", "loss(sum)",
+          "time s", "bytes in", "bytes out", "ratio");
+  for (int m = 0; m < SQ_MOD_COUNT; m++) {
+    const sq_qsum *s = &j->sum[m];
+    if (!s->count) continue;
+    char lb[32], bi[32], bo[32];
+    if (s->has_loss) snprintf(lb, sizeof lb, "%.5g", s->loss);
+    else snprintf(lb, sizeof lb, "-");
+    fprintf(stderr, "%-18s %7d %12s %9.2f %12s %12s %6.2fx\n", sq_model_module_suffix(m),
+            s->count, lb, s->seconds, sq_format_bytes(s->bytes_in, bi, sizeof bi),
+            sq_format_bytes(s->bytes_out, bo, sizeof bo),
+            s->bytes_out ? (double)s->bytes_in / (double)s->bytes_out : 0.0);
+    tin += s->bytes_in;
+    tout += s->bytes_out;
+    tsec += s->seconds;
+  }
+  char bi[32], bo[32], rss[32];
+  fprintf(stderr, "%-18s %7s %12s %9.2f %12s %12s %6.2fx\n", "total (Linear)", "", "", tsec,
+          sq_format_bytes(tin, bi, sizeof bi), sq_format_bytes(tout, bo, sizeof bo),
+          tout ? (double)tin / (double)tout : 0.0);
+  fprintf(stderr, "layers %lld, samples %lld x %lld tokens, wall %.2f s, peak RSS %s -> %s\n",
+          (long long)j->model.info.n_layers, (long long)j->calib.n, (long long)j->calib.T,
+          seconds, sq_format_bytes(sq_peak_rss_bytes(), rss, sizeof rss), j->a.out);
+}
+
+static sq_status sq_q_run(sq_qjob *j) {
+  double t_start = sq_time_now();
+  sq_comm comm = sq_comm_single();
+  sq_qplan_args *a = &j->a;
+  SQ_CHECK(sq_qout_prepare(a->model, a->out, a->force));
+  SQ_CHECK(sq_model_open(a->model, 0, &j->model));
+  const sq_model_info *mi = &j->model.info;
+  SQ_CHECK(sq_qplan_build(a, &j->model, &j->plan));
+  SQ_CHECK(sq_calib_load(a->calib, a->calib_samples > 0 ? a->calib_samples : 128, a->seq_len,
+                         a->shuffle_seed, &j->calib));
+  if (!a->quiet)
+    sq_log_info("quantize %s: %lld layers, hidden %lld, %s, %lld samples x %lld tokens",
+                a->model, (long long)mi->n_layers, (long long)mi->hidden, j->plan.summary,
+                (long long)j->calib.n, (long long)j->calib.T);
+
+  /* Activations of all samples at the first layer's input. */
+  char *spill = NULL;
+  if (a->spill_dir) spill = sq_fs_join(a->spill_dir, "shardq-acts-rank0.h5");
+  sq_status st = sq_acts_init(&j->acts, j->calib.n, j->calib.T, mi->hidden, spill);
+  free(spill);
+  SQ_CHECK(st);
+  j->embed = malloc((size_t)(mi->vocab * mi->hidden) * sizeof(float));
+  if (!j->embed) return sq_error_set(SQ_ERR_NOMEM, "out of memory for the embedding table");
+  SQ_CHECK(sq_model_read_f32(&j->model, "model.embed_tokens.weight", j->embed,
+                             (uint64_t)(mi->vocab * mi->hidden)));
+  SQ_CHECK(sq_acts_embed(&j->acts, j->calib.ids, j->embed, mi->vocab));
+  free(j->embed);
+  j->embed = NULL;
+
+  SQ_CHECK(sq_model_rope_init(mi, j->calib.T, &j->rope));
+  sq_fwd_layer_cfg cfg = sq_model_fwd_cfg(mi, &j->rope);
+  int64_t batch = a->batch > 0 ? a->batch : 8;
+  if (batch > j->calib.n) batch = j->calib.n;
+  SQ_CHECK(sq_acts_runner_init(&j->runner, &cfg, batch, j->calib.T));
+  SQ_CHECK(sq_layer_buf_init(&j->buf, mi));
+  SQ_CHECK(sq_lq_init(&j->lq, mi, &j->plan.lq));
+
+  /* Shards: 1 = everything outside the decoder layers, then layer groups. */
+  int per = a->layers_per_shard > 0 ? a->layers_per_shard : 1;
+  int n_groups = (int)((mi->n_layers + per - 1) / per);
+  j->n_files = 1 + n_groups;
+  j->files = calloc((size_t)j->n_files, sizeof *j->files);
+  if (!j->files) return sq_error_set(SQ_ERR_NOMEM, "out of memory");
+  for (int k = 0; k < j->n_files; k++) {
+    j->files[k] = malloc(64);
+    if (!j->files[k]) return sq_error_set(SQ_ERR_NOMEM, "out of memory");
+    sq_qout_shard_name(j->files[k], 64, k + 1, j->n_files);
+  }
+  SQ_CHECK(sq_q_write_head_shard(j));
+
+  if (a->dump_dequant) {
+    SQ_CHECK(sq_st_writer_create(a->dump_dequant, &j->dump));
+    for (int l = 0; l < mi->n_layers; l++)
+      for (int m = 0; m < SQ_MOD_COUNT; m++) {
+        char name[176];
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, sq_model_module_suffix(m));
+        if (!sq_qplan_quantized(&j->plan, name)) continue;
+        int64_t shape[2];
+        sq_model_module_shape(mi, m, &shape[0], &shape[1]);
+        strcat(name, ".weight");
+        SQ_CHECK(sq_st_writer_declare(j->dump, name, SQ_DTYPE_F32, 2, shape));
+      }
+  }
+
+  for (int l = 0; l < mi->n_layers; l++) {
+    int g = l / per;
+    if (l % per == 0) {
+      int last = (g + 1) * per - 1;
+      if (last >= mi->n_layers) last = (int)mi->n_layers - 1;
+      SQ_CHECK(sq_q_open_layer_shard(j, l, last, 1 + g));
+    }
+    SQ_CHECK(sq_q_layer(j, l, &comm, t_start));
+    if (l % per == per - 1 || l == mi->n_layers - 1) {
+      SQ_CHECK(sq_st_writer_commit(j->w));
+      sq_st_writer_free(j->w);
+      j->w = NULL;
+    }
+  }
+  if (j->dump) SQ_CHECK(sq_st_writer_commit(j->dump));
+
+  SQ_CHECK(sq_qout_copy_aux(a->model, a->out));
+  SQ_CHECK(sq_model_info_save(mi, &j->plan.ct, a->out));
+  /* The index goes last: its presence marks a complete output. */
+  SQ_CHECK(sq_qout_write_index(a->out, j->files, j->n_files));
+  sq_q_summary(j, sq_time_now() - t_start);
+  return SQ_OK;
+}
 
 int sq_cmd_quantize(int argc, char **argv) {
-  (void)argc;
-  fprintf(stderr, "shardq %s: not implemented in this build yet\n", argv[0]);
-  return SQ_EXIT_ERROR;
+  for (int i = 1; i < argc; i++)
+    if (sq_cli_is_help(argv[i])) {
+      sq_quantize_usage(stdout);
+      return SQ_EXIT_OK;
+    }
+  sq_qjob *j = calloc(1, sizeof *j);
+  if (!j) return SQ_EXIT_ERROR;
+  sq_qplan_args_default(&j->a);
+  if (!sq_q_parse(argc, argv, &j->a)) {
+    free(j);
+    return SQ_EXIT_USAGE;
+  }
+  if (j->a.quiet) sq_log_set_level(SQ_LOG_WARN);
+  sq_status st = sq_q_run(j);
+  if (j->w) sq_st_writer_free(j->w);
+  if (j->dump) sq_st_writer_free(j->dump);
+  for (int k = 0; k < j->n_files; k++) free(j->files[k]);
+  free(j->files);
+  free(j->embed);
+  sq_lq_free(&j->lq);
+  sq_layer_buf_free(&j->buf);
+  sq_acts_runner_free(&j->runner);
+  sq_acts_free(&j->acts, 0);
+  sq_fwd_rope_free(&j->rope);
+  sq_calib_free(&j->calib);
+  sq_qplan_free(&j->plan);
+  sq_model_close(&j->model);
+  free(j);
+  return sq_cli_report("quantize", st, -1);
 }

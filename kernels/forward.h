@@ -30,9 +30,9 @@ extern "C" {
 /* ---- RoPE ------------------------------------------------------------------ */
 
 typedef enum sq_rope_type {
-  SQ_ROPE_DEFAULT = 0, /* rope_scaling absent or rope_type "default" */
-  SQ_ROPE_LINEAR,      /* "linear": inv_freq / factor (== positions / factor) */
-  SQ_ROPE_LLAMA3       /* "llama3": HF _compute_llama3_parameters */
+  SQ_FWD_ROPE_DEFAULT = 0, /* rope_scaling absent or rope_type "default" */
+  SQ_FWD_ROPE_LINEAR,      /* "linear": inv_freq / factor (== positions / factor) */
+  SQ_FWD_ROPE_LLAMA3       /* "llama3": HF _compute_llama3_parameters */
 } sq_rope_type;
 
 /* From config.json: rope_theta and rope_scaling. */
@@ -81,7 +81,7 @@ void sq_fwd_softmax_row(float *x, int64_t n);
 
 /* ---- attention --------------------------------------------------------------- */
 
-/* Floats of scratch sq_fwd_attention needs for sequence length T: T*T. */
+/* Floats of scratch sq_fwd_attention needs for sequence length T (min(T, 256) * T). */
 size_t sq_fwd_attention_workspace_floats(int64_t T);
 /* Grouped-query causal attention for B sequences of length T:
  * q (B*T, H*hd), k and v (B*T, KV*hd), out (B*T, H*hd); head h reads kv head
@@ -95,20 +95,20 @@ sq_status sq_fwd_attention(const float *q, const float *k, const float *v, int64
 
 /* One LlamaDecoderLayer's weights (fp32, torch layout). Biases may be NULL. */
 typedef struct sq_fwd_layer_weights {
-  const float *attn_norm;                     /* input_layernorm (hidden) */
-  const float *q, *k, *v;                     /* (H*hd, hidden), (KV*hd, hidden) x2 */
-  const float *o;                             /* (hidden, H*hd) */
+  const float *attn_norm; /* input_layernorm (hidden) */
+  const float *q, *k, *v; /* (H*hd, hidden), (KV*hd, hidden) x2 */
+  const float *o;         /* (hidden, H*hd) */
   const float *q_bias, *k_bias, *v_bias, *o_bias;
-  const float *mlp_norm;                      /* post_attention_layernorm (hidden) */
-  const float *gate, *up;                     /* (inter, hidden) */
-  const float *down;                          /* (hidden, inter) */
+  const float *mlp_norm;  /* post_attention_layernorm (hidden) */
+  const float *gate, *up; /* (inter, hidden) */
+  const float *down;      /* (hidden, inter) */
   const float *gate_bias, *up_bias, *down_bias;
 } sq_fwd_layer_weights;
 
 typedef struct sq_fwd_layer_cfg {
   int64_t hidden, n_heads, n_kv_heads, head_dim, intermediate;
-  float eps;            /* rms_norm_eps */
-  const sq_rope *rope;  /* tables for at least T positions, head_dim as above */
+  float eps;           /* rms_norm_eps */
+  const sq_rope *rope; /* tables for at least T positions, head_dim as above */
 } sq_fwd_layer_cfg;
 
 /* A calibration hook receives the input X (rows, cols) of a group of Linears
@@ -131,9 +131,8 @@ size_t sq_fwd_layer_workspace_bytes(const sq_fwd_layer_cfg *cfg, int64_t B, int6
 /* y (B*T, hidden) = h + mlp(norm2(h)), h = x + attn(norm1(x)). y may equal x.
  * ws: sq_fwd_layer_workspace_bytes() bytes, 16-byte aligned. hooks may be NULL
  * and any of its functions NULL. */
-sq_status sq_fwd_layer(const sq_fwd_layer_cfg *cfg, const sq_fwd_layer_weights *w,
-                       const float *x, int64_t B, int64_t T, const sq_fwd_hooks *hooks, void *ws,
-                       float *y);
+sq_status sq_fwd_layer(const sq_fwd_layer_cfg *cfg, const sq_fwd_layer_weights *w, const float *x,
+                       int64_t B, int64_t T, const sq_fwd_hooks *hooks, void *ws, float *y);
 
 /* ---- head and loss --------------------------------------------------------- */
 

@@ -30,9 +30,13 @@ static inline SQ_HD float sq_fm_rms_elem(float x, float inv_rms, float w) {
   return w * (x * inv_rms);
 }
 
-static inline SQ_HD float sq_fm_silu(float g) { return g / (1.0f + expf(-g)); }
+static inline SQ_HD float sq_fm_silu(float g) {
+  return g / (1.0f + expf(-g));
+}
 
-static inline SQ_HD float sq_fm_silu_mul(float g, float u) { return sq_fm_silu(g) * u; }
+static inline SQ_HD float sq_fm_silu_mul(float g, float u) {
+  return sq_fm_silu(g) * u;
+}
 
 /* Rotate one rotate_half pair (a = x[i], b = x[i + hd/2]) in place. */
 static inline SQ_HD void sq_fm_rope_pair(float *a, float *b, float c, float s) {
@@ -56,7 +60,7 @@ static inline SQ_HD float sq_fm_rope_inv_freq(int i, int head_dim, float theta) 
  *             (1 - smooth) * inv / factor + smooth * inv
  * The fp32 tensors of HF become fp32 here; the thresholds are Python doubles. */
 static inline SQ_HD float sq_fm_rope_llama3(float inv, float factor, float low_freq_factor,
-                                             float high_freq_factor, float old_ctx) {
+                                            float high_freq_factor, float old_ctx) {
   const double two_pi = 6.283185307179586;
   double low_freq_wavelen = (double)old_ctx / (double)low_freq_factor;
   double high_freq_wavelen = (double)old_ctx / (double)high_freq_factor;
@@ -68,6 +72,8 @@ static inline SQ_HD float sq_fm_rope_llama3(float inv, float factor, float low_f
 }
 
 /* Rotation angle of position pos, rounded to fp32 like HF's inv_freq @ positions. */
-static inline SQ_HD float sq_fm_rope_angle(int64_t pos, float inv) { return (float)pos * inv; }
+static inline SQ_HD float sq_fm_rope_angle(int64_t pos, float inv) {
+  return (float)pos * inv;
+}
 
 #endif

@@ -59,7 +59,7 @@ sq_status sq_sparsegpt_prune(const char *name, const float *W, const float *H, i
                              size_t ws_bytes, sq_sparsegpt_out *out);
 
 /* CUDA twin (kernels/cuda/sparsegpt.cu): device buffers, queued on stream.
- * N:M (with optional quantization) only; unstructured returns
+ * N:M without joint quantization only; anything else returns
  * SQ_ERR_UNSUPPORTED (the per-block global selection runs on the CPU path). */
 struct CUstream_st;
 sq_status sq_sparsegpt_prune_cuda(const char *name, const float *W, const float *H,

@@ -20,8 +20,8 @@
 
 struct sq_ckpt_index {
   size_t n;
-  const char **names;  /* (n) sorted by name */
-  size_t *file_of;     /* (n) index into files */
+  const char **names; /* (n) sorted by name */
+  size_t *file_of;    /* (n) index into files */
   size_t nfiles;
   const char **files;  /* (nfiles) distinct shard names, sorted */
   uint64_t total_size; /* metadata.total_size, 0 if absent */
@@ -36,7 +36,7 @@ typedef struct sq_ckpt_entry {
 struct sq_ckpt {
   char *dir;
   size_t nshards;
-  sq_st_file **shards;   /* (nshards) */
+  sq_st_file **shards; /* (nshards) */
   size_t n;
   sq_ckpt_entry *order;  /* (n) shard order, then data order */
   sq_ckpt_entry *byname; /* (n) sorted by name */
@@ -53,8 +53,10 @@ static size_t sq_ckpt_bsearch(const char *const *arr, size_t n, const char *key)
     size_t mid = lo + (hi - lo) / 2;
     int c = strcmp(arr[mid], key);
     if (c == 0) return mid;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return (size_t)-1;
 }
@@ -67,7 +69,8 @@ static int sq_ckpt_plain_name(const char *s, size_t len) {
 
 /* ---- the index ---- */
 
-sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len, sq_ckpt_index **out) {
+sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len,
+                              sq_ckpt_index **out) {
   *out = NULL;
   json_t *root;
   SQ_CHECK(sq_st_json_load(label, "index", json, len, &root));
@@ -77,16 +80,22 @@ sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len, s
   uint64_t total = 0;
   if (meta) {
     json_t *ts = json_object_get(meta, "total_size");
-    if (!json_is_object(meta) || (ts && (!json_is_number(ts) || json_number_value(ts) < 0))) {
-      st = sq_error_set(SQ_ERR_FORMAT, "%s: metadata must be an object whose total_size is a non-negative number",
+    /* A real total_size (some exporters write 1.6e10) is accepted if it fits in 64 bits. */
+    if (!json_is_object(meta) || (ts && (!json_is_number(ts) || json_number_value(ts) < 0 ||
+                                         json_number_value(ts) >= 1.8e19))) {
+      st = sq_error_set(SQ_ERR_FORMAT,
+                        "%s: metadata must be an object whose total_size is a non-negative number",
                         label);
       goto done;
     }
-    if (ts) total = json_is_integer(ts) ? (uint64_t)json_integer_value(ts) : (uint64_t)json_number_value(ts);
+    if (ts)
+      total =
+          json_is_integer(ts) ? (uint64_t)json_integer_value(ts) : (uint64_t)json_number_value(ts);
   }
   if (!wm || !json_is_object(wm)) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: weight_map is %s, expected an object {tensor: shard file}", label,
-                      wm ? sq_st_json_type(wm) : "missing");
+    st =
+        sq_error_set(SQ_ERR_FORMAT, "%s: weight_map is %s, expected an object {tensor: shard file}",
+                     label, wm ? sq_st_json_type(wm) : "missing");
     goto done;
   }
   size_t n = json_object_size(wm), pool = 0;
@@ -95,20 +104,23 @@ sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len, s
   json_t *val;
   json_object_keylen_foreach(wm, key, klen, val) {
     if (klen == 0 || memchr(key, '\0', klen)) {
-      st = sq_error_set(SQ_ERR_FORMAT, "%s: weight_map has an empty tensor name or one with a NUL byte", label);
+      st = sq_error_set(SQ_ERR_FORMAT,
+                        "%s: weight_map has an empty tensor name or one with a NUL byte", label);
       goto done;
     }
     if (!json_is_string(val)) {
-      st = sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': weight_map value is %s, expected a shard file name",
+      st = sq_error_set(SQ_ERR_FORMAT,
+                        "%s: tensor '%s': weight_map value is %s, expected a shard file name",
                         label, sq_st_printable(key, nb, sizeof nb), sq_st_json_type(val));
       goto done;
     }
     if (!sq_ckpt_plain_name(json_string_value(val), json_string_length(val))) {
-      st = sq_error_set(SQ_ERR_FORMAT,
-                        "%s: tensor '%s': shard '%s' is not a plain file name in the checkpoint directory "
-                        "(empty, '.', '..', or contains '/' or NUL)",
-                        label, sq_st_printable(key, nb, sizeof nb),
-                        sq_st_printable(json_string_value(val), fb, sizeof fb));
+      st = sq_error_set(
+          SQ_ERR_FORMAT,
+          "%s: tensor '%s': shard '%s' is not a plain file name in the checkpoint directory "
+          "(empty, '.', '..', or contains '/' or NUL)",
+          label, sq_st_printable(key, nb, sizeof nb),
+          sq_st_printable(json_string_value(val), fb, sizeof fb));
       goto done;
     }
     pool += klen + 1 + json_string_length(val) + 1;
@@ -126,7 +138,8 @@ sq_status sq_ckpt_parse_index(const char *label, const char *json, size_t len, s
   idx->n = n;
   idx->total_size = total;
   idx->names = (const char **)block;
-  const char **file_names = (const char **)(block + n * sizeof(char *)); /* per tensor, then sorted */
+  const char **file_names =
+      (const char **)(block + n * sizeof(char *)); /* per tensor, then sorted */
   idx->file_of = (size_t *)(block + 2 * n * sizeof(char *));
   idx->files = (const char **)(block + 2 * n * sizeof(char *) + n * sizeof(size_t));
   char *p = block + n * (3 * sizeof(char *) + sizeof(size_t));
@@ -159,16 +172,24 @@ void sq_ckpt_index_free(sq_ckpt_index *idx) {
   free(idx);
 }
 
-size_t sq_ckpt_index_count(const sq_ckpt_index *idx) { return idx->n; }
-const char *sq_ckpt_index_name(const sq_ckpt_index *idx, size_t i) { return i < idx->n ? idx->names[i] : NULL; }
+size_t sq_ckpt_index_count(const sq_ckpt_index *idx) {
+  return idx->n;
+}
+const char *sq_ckpt_index_name(const sq_ckpt_index *idx, size_t i) {
+  return i < idx->n ? idx->names[i] : NULL;
+}
 const char *sq_ckpt_index_file(const sq_ckpt_index *idx, size_t i) {
   return i < idx->n ? idx->files[idx->file_of[i]] : NULL;
 }
-size_t sq_ckpt_index_shard_count(const sq_ckpt_index *idx) { return idx->nfiles; }
+size_t sq_ckpt_index_shard_count(const sq_ckpt_index *idx) {
+  return idx->nfiles;
+}
 const char *sq_ckpt_index_shard(const sq_ckpt_index *idx, size_t i) {
   return i < idx->nfiles ? idx->files[i] : NULL;
 }
-uint64_t sq_ckpt_index_total_size(const sq_ckpt_index *idx) { return idx->total_size; }
+uint64_t sq_ckpt_index_total_size(const sq_ckpt_index *idx) {
+  return idx->total_size;
+}
 
 /* ---- the checkpoint ---- */
 
@@ -210,7 +231,8 @@ sq_status sq_ckpt_open(const char *dir, sq_ckpt **out) {
     goto fail;
   }
   if (!S_ISDIR(sb.st_mode)) {
-    st = sq_error_set(SQ_ERR_ARG, "%s: not a directory -- hint: pass the checkpoint directory", dir);
+    st =
+        sq_error_set(SQ_ERR_ARG, "%s: not a directory -- hint: pass the checkpoint directory", dir);
     goto fail;
   }
   if (stat(index_path, &sb) == 0) {
@@ -230,9 +252,10 @@ sq_status sq_ckpt_open(const char *dir, sq_ckpt **out) {
     char *single = sq_fs_join(dir, SQ_CKPT_SINGLE_NAME);
     if (single && stat(single, &sb) != 0 && errno == ENOENT) {
       free(single);
-      st = sq_error_set(SQ_ERR_IO,
-                        "%s: neither %s nor %s found -- hint: is this a Hugging Face checkpoint directory?",
-                        dir, SQ_CKPT_INDEX_NAME, SQ_CKPT_SINGLE_NAME);
+      st = sq_error_set(
+          SQ_ERR_IO,
+          "%s: neither %s nor %s found -- hint: is this a Hugging Face checkpoint directory?", dir,
+          SQ_CKPT_INDEX_NAME, SQ_CKPT_SINGLE_NAME);
       goto fail;
     }
     free(single);
@@ -248,11 +271,12 @@ sq_status sq_ckpt_open(const char *dir, sq_ckpt **out) {
         size_t k = sq_ckpt_bsearch(idx->names, idx->n, name);
         if (k == (size_t)-1 || idx->file_of[k] != s) {
           char ob[512];
-          st = sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s' is in this shard but %s %s%s%s", sq_st_path(f),
-                            sq_st_printable(name, nb, sizeof nb), index_path,
-                            k == (size_t)-1 ? "does not list it" : "maps it to '",
-                            k == (size_t)-1 ? "" : sq_st_printable(idx->files[idx->file_of[k]], ob, sizeof ob),
-                            k == (size_t)-1 ? "" : "'");
+          st = sq_error_set(
+              SQ_ERR_FORMAT, "%s: tensor '%s' is in this shard but %s %s%s%s", sq_st_path(f),
+              sq_st_printable(name, nb, sizeof nb), index_path,
+              k == (size_t)-1 ? "does not list it" : "maps it to '",
+              k == (size_t)-1 ? "" : sq_st_printable(idx->files[idx->file_of[k]], ob, sizeof ob),
+              k == (size_t)-1 ? "" : "'");
           goto fail;
         }
       }
@@ -260,9 +284,10 @@ sq_status sq_ckpt_open(const char *dir, sq_ckpt **out) {
     /* ...and every index entry is in its shard. */
     for (size_t k = 0; k < idx->n; ++k)
       if (!sq_st_find(c->shards[idx->file_of[k]], idx->names[k])) {
-        st = sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s' is mapped to '%s' but %s does not hold it",
-                          index_path, sq_st_printable(idx->names[k], nb, sizeof nb), idx->files[idx->file_of[k]],
-                          sq_st_path(c->shards[idx->file_of[k]]));
+        st =
+            sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s' is mapped to '%s' but %s does not hold it",
+                         index_path, sq_st_printable(idx->names[k], nb, sizeof nb),
+                         idx->files[idx->file_of[k]], sq_st_path(c->shards[idx->file_of[k]]));
         goto fail;
       }
   }
@@ -278,10 +303,12 @@ sq_status sq_ckpt_open(const char *dir, sq_ckpt **out) {
   c->byname = c->order + c->n;
   size_t j = 0;
   for (size_t s = 0; s < c->nshards; ++s)
-    for (size_t i = 0; i < sq_st_count(c->shards[s]); ++i) c->order[j++] = (sq_ckpt_entry){sq_st_at(c->shards[s], i), s};
+    for (size_t i = 0; i < sq_st_count(c->shards[s]); ++i)
+      c->order[j++] = (sq_ckpt_entry){sq_st_at(c->shards[s], i), s};
   memcpy(c->byname, c->order, c->n * sizeof *c->order);
   qsort(c->byname, c->n, sizeof *c->byname, sq_ckpt_cmp_entry);
-  for (size_t i = 1; i < c->n; ++i) /* only reachable without an index cross-check; keep it explicit */
+  for (size_t i = 1; i < c->n;
+       ++i) /* only reachable without an index cross-check; keep it explicit */
     if (strcmp(c->byname[i - 1].t->name, c->byname[i].t->name) == 0) {
       st = sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s' is in two shards", dir,
                         sq_st_printable(c->byname[i].t->name, nb, sizeof nb));
@@ -309,11 +336,21 @@ void sq_ckpt_close(sq_ckpt *c) {
   free(c);
 }
 
-const char *sq_ckpt_dir(const sq_ckpt *c) { return c->dir; }
-size_t sq_ckpt_count(const sq_ckpt *c) { return c->n; }
-uint64_t sq_ckpt_bytes_on_disk(const sq_ckpt *c) { return c->bytes; }
-size_t sq_ckpt_shard_count(const sq_ckpt *c) { return c->nshards; }
-const sq_st_file *sq_ckpt_shard(const sq_ckpt *c, size_t i) { return i < c->nshards ? c->shards[i] : NULL; }
+const char *sq_ckpt_dir(const sq_ckpt *c) {
+  return c->dir;
+}
+size_t sq_ckpt_count(const sq_ckpt *c) {
+  return c->n;
+}
+uint64_t sq_ckpt_bytes_on_disk(const sq_ckpt *c) {
+  return c->bytes;
+}
+size_t sq_ckpt_shard_count(const sq_ckpt *c) {
+  return c->nshards;
+}
+const sq_st_file *sq_ckpt_shard(const sq_ckpt *c, size_t i) {
+  return i < c->nshards ? c->shards[i] : NULL;
+}
 
 const sq_st_tensor *sq_ckpt_at(const sq_ckpt *c, size_t i, const sq_st_file **file) {
   if (i >= c->n) return NULL;
@@ -330,8 +367,10 @@ const sq_st_tensor *sq_ckpt_find(const sq_ckpt *c, const char *name, const sq_st
       if (file) *file = c->shards[c->byname[mid].shard];
       return c->byname[mid].t;
     }
-    if (cmp < 0) lo = mid + 1;
-    else hi = mid;
+    if (cmp < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return NULL;
 }
@@ -339,8 +378,7 @@ const sq_st_tensor *sq_ckpt_find(const sq_ckpt *c, const char *name, const sq_st
 sq_status sq_ckpt_read_f32(const sq_ckpt *c, const char *name, float *dst, uint64_t nelem) {
   const sq_st_file *f;
   const sq_st_tensor *t = sq_ckpt_find(c, name, &f);
-  if (!t)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: checkpoint has no tensor '%s'", c->dir, name);
+  if (!t) return sq_error_set(SQ_ERR_FORMAT, "%s: checkpoint has no tensor '%s'", c->dir, name);
   return sq_st_read_f32(f, t, dst, nelem);
 }
 
@@ -351,8 +389,8 @@ static int sq_ckpt_cmp_idx(const void *a, const void *b) {
   return strcmp(sq_ckpt_sort_names[*(const size_t *)a], sq_ckpt_sort_names[*(const size_t *)b]);
 }
 
-sq_status sq_ckpt_write_index(const char *dir, size_t n, const char *const *names, const char *const *files,
-                              uint64_t total_size) {
+sq_status sq_ckpt_write_index(const char *dir, size_t n, const char *const *names,
+                              const char *const *files, uint64_t total_size) {
   char *path = sq_fs_join(dir, SQ_CKPT_INDEX_NAME), *text = NULL;
   size_t *ord = (size_t *)malloc((n ? n : 1) * sizeof *ord);
   json_t *root = json_object(), *wm = json_object();
@@ -363,7 +401,8 @@ sq_status sq_ckpt_write_index(const char *dir, size_t n, const char *const *name
   }
   for (size_t i = 0; i < n; ++i) {
     if (!names[i] || !names[i][0] || !files[i] || !sq_ckpt_plain_name(files[i], strlen(files[i]))) {
-      st = sq_error_set(SQ_ERR_ARG, "%s: index entry %zu ('%s' -> '%s') needs a name and a plain file name",
+      st = sq_error_set(SQ_ERR_ARG,
+                        "%s: index entry %zu ('%s' -> '%s') needs a name and a plain file name",
                         path, i, names[i] ? names[i] : "(null)", files[i] ? files[i] : "(null)");
       goto out;
     }
@@ -377,12 +416,14 @@ sq_status sq_ckpt_write_index(const char *dir, size_t n, const char *const *name
       goto out;
     }
     if (json_object_set_new(wm, names[ord[i]], json_string(files[ord[i]]))) {
-      st = sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' or its file is not valid UTF-8", path, names[ord[i]]);
+      st = sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' or its file is not valid UTF-8", path,
+                        names[ord[i]]);
       goto out;
     }
   }
   json_t *meta = json_pack("{s:I}", "total_size", (json_int_t)total_size);
-  if (!meta || json_object_set_new(root, "metadata", meta) || json_object_set(root, "weight_map", wm) ||
+  if (!meta || json_object_set_new(root, "metadata", meta) ||
+      json_object_set(root, "weight_map", wm) ||
       !(text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER))) {
     st = sq_error_set(SQ_ERR_NOMEM, "%s: out of memory", path);
     goto out;

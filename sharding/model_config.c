@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,8 @@ static sq_status sq_cfg_int(const sq_cfg_scope *sc, const char *key, int require
   }
   if (!json_is_integer(v) || json_integer_value(v) < min)
     return sq_cfg_bad(sc, key, min > 0 ? "a positive integer" : "a non-negative integer", v);
+  /* No real size or id comes near 2^31; the bound keeps products of two in int64. */
+  if (json_integer_value(v) > INT32_MAX) return sq_cfg_bad(sc, key, "below 2^31", v);
   *out = (int64_t)json_integer_value(v);
   return SQ_OK;
 }
@@ -418,7 +421,10 @@ sq_status sq_model_config_to_json(const sq_model_config *c, char **out) {
   if (json_object_get(t, "mlp_bias") || c->mlp_bias)
     rc |= json_object_set_new(t, "mlp_bias", json_boolean(c->mlp_bias));
   if (c->torch_dtype != SQ_DTYPE_INVALID)
-    rc |= json_object_set_new(root, json_object_get(root, "dtype") ? "dtype" : "torch_dtype",
+    rc |= json_object_set_new(root,
+                              !json_object_get(root, "torch_dtype") && json_object_get(root, "dtype")
+                                  ? "dtype"
+                                  : "torch_dtype",
                               json_string(sq_dtype_torch_name(c->torch_dtype)));
   if (rc != 0) {
     json_decref(root);

@@ -32,8 +32,8 @@ typedef struct sq_st_tensor {
   sq_dtype dtype;
   int ndim;
   int64_t shape[SQ_ST_MAX_DIMS];
-  uint64_t nelem;  /* product of shape (1 for a scalar) */
-  uint64_t begin;  /* byte offsets relative to the start of the data */
+  uint64_t nelem; /* product of shape (1 for a scalar) */
+  uint64_t begin; /* byte offsets relative to the start of the data */
   uint64_t end;
 } sq_st_tensor;
 
@@ -48,8 +48,8 @@ void sq_st_close(sq_st_file *f);
 /* Validate a header held in memory, as if it came from a file named label
  * whose data section has data_bytes bytes. The fuzz target's entry point.
  * On success *out holds the tensor table (no file attached) unless out is NULL. */
-sq_status sq_st_parse_header(const char *label, const char *json, size_t len,
-                             uint64_t data_bytes, sq_st_file **out);
+sq_status sq_st_parse_header(const char *label, const char *json, size_t len, uint64_t data_bytes,
+                             sq_st_file **out);
 
 const char *sq_st_path(const sq_st_file *f);
 size_t sq_st_count(const sq_st_file *f);
@@ -71,8 +71,8 @@ uint64_t sq_st_file_bytes(const sq_st_file *f);
  * SQ_ERR_ARG on a foreign handle or an out-of-range request; they use pread and
  * may run concurrently from several threads. */
 /* Read len raw bytes of tensor t starting offset bytes into it. */
-sq_status sq_st_read_raw(const sq_st_file *f, const sq_st_tensor *t, uint64_t offset,
-                         void *dst, uint64_t len);
+sq_status sq_st_read_raw(const sq_st_file *f, const sq_st_tensor *t, uint64_t offset, void *dst,
+                         uint64_t len);
 /* Read all of t converted to fp32 (F32, F16, BF16, F8_E4M3); nelem must equal t->nelem. */
 sq_status sq_st_read_f32(const sq_st_file *f, const sq_st_tensor *t, float *dst, uint64_t nelem);
 /* Read rows [row0, row0+nrows) of a tensor whose rows are its first dimension,

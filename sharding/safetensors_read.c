@@ -24,15 +24,15 @@
 
 struct sq_st_file {
   char *path;
-  int fd;                /* -1 for a header parsed from memory */
-  uint64_t file_bytes;   /* 8 + header + data */
-  uint64_t data_start;   /* 8 + header length */
+  int fd;              /* -1 for a header parsed from memory */
+  uint64_t file_bytes; /* 8 + header + data */
+  uint64_t data_start; /* 8 + header length */
   size_t n;
   sq_st_tensor *tensors; /* (n) in data order */
   size_t *by_name;       /* (n) indices into tensors, sorted by name */
   size_t nmeta;
-  const char **meta;     /* (2 * nmeta) key, value pairs */
-  char *block;           /* the one allocation behind tensors, by_name, meta and names */
+  const char **meta; /* (2 * nmeta) key, value pairs */
+  char *block;       /* the one allocation behind tensors, by_name, meta and names */
 };
 
 /* ---- small helpers shared with the writer and the checkpoint ---- */
@@ -91,14 +91,21 @@ char *sq_st_format_shape(int ndim, const int64_t *shape, char *buf, size_t cap) 
 
 const char *sq_st_json_type(const json_t *v) {
   switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
+    case JSON_OBJECT:
+      return "an object";
+    case JSON_ARRAY:
+      return "an array";
+    case JSON_STRING:
+      return "a string";
+    case JSON_INTEGER:
+      return "an integer";
+    case JSON_REAL:
+      return "a real number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+      return "a boolean";
+    case JSON_NULL:
+      return "null";
   }
   return "unknown";
 }
@@ -156,7 +163,8 @@ static sq_status sq_st_parse_entry(const char *label, const char *name, json_t *
          *jo = json_object_get(v, "data_offsets");
   for (int k = 0; k < 3; ++k) {
     json_t *x = k == 0 ? jd : k == 1 ? js : jo;
-    if (!x) return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': missing '%s'", label, pn, sq_st_keys[k]);
+    if (!x)
+      return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': missing '%s'", label, pn, sq_st_keys[k]);
   }
   if (!json_is_string(jd))
     return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': dtype is %s, expected a string", label, pn,
@@ -176,7 +184,8 @@ static sq_status sq_st_parse_entry(const char *label, const char *name, json_t *
                         sq_st_json_type(js));
   size_t nd = json_array_size(js);
   if (nd > SQ_ST_MAX_DIMS)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': shape has %zu dimensions, at most %d are supported",
+    return sq_error_set(SQ_ERR_FORMAT,
+                        "%s: tensor '%s': shape has %zu dimensions, at most %d are supported",
                         label, pn, nd, SQ_ST_MAX_DIMS);
   t->ndim = (int)nd;
   uint64_t nelem = 1;
@@ -184,54 +193,60 @@ static sq_status sq_st_parse_entry(const char *label, const char *name, json_t *
   for (size_t d = 0; d < nd; ++d) {
     json_t *x = json_array_get(js, d);
     if (!json_is_integer(x))
-      return sq_error_set(SQ_ERR_FORMAT,
-                          "%s: tensor '%s': shape[%zu] is %s, dimensions must be non-negative integers",
-                          label, pn, d, sq_st_json_type(x));
+      return sq_error_set(
+          SQ_ERR_FORMAT,
+          "%s: tensor '%s': shape[%zu] is %s, dimensions must be non-negative integers", label, pn,
+          d, sq_st_json_type(x));
     json_int_t dim = json_integer_value(x);
     if (dim < 0)
-      return sq_error_set(SQ_ERR_FORMAT,
-                          "%s: tensor '%s': shape[%zu] is %lld, dimensions must be non-negative integers",
-                          label, pn, d, (long long)dim);
+      return sq_error_set(
+          SQ_ERR_FORMAT,
+          "%s: tensor '%s': shape[%zu] is %lld, dimensions must be non-negative integers", label,
+          pn, d, (long long)dim);
     t->shape[d] = (int64_t)dim;
     overflow |= __builtin_mul_overflow(nelem, (uint64_t)dim, &nelem);
   }
   if (!json_is_array(jo) || json_array_size(jo) != 2)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': data_offsets must be an array [begin, end]",
-                        label, pn);
+    return sq_error_set(SQ_ERR_FORMAT,
+                        "%s: tensor '%s': data_offsets must be an array [begin, end]", label, pn);
   int64_t off[2];
   for (int k = 0; k < 2; ++k) {
     json_t *x = json_array_get(jo, (size_t)k);
     if (!json_is_integer(x) || json_integer_value(x) < 0)
-      return sq_error_set(SQ_ERR_FORMAT,
-                          "%s: tensor '%s': data_offsets[%d] is %s, expected a non-negative integer",
-                          label, pn, k, json_is_integer(x) ? "negative" : sq_st_json_type(x));
+      return sq_error_set(
+          SQ_ERR_FORMAT, "%s: tensor '%s': data_offsets[%d] is %s, expected a non-negative integer",
+          label, pn, k, json_is_integer(x) ? "negative" : sq_st_json_type(x));
     off[k] = (int64_t)json_integer_value(x);
   }
   t->begin = (uint64_t)off[0];
   t->end = (uint64_t)off[1];
   if (t->begin > t->end)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] begin after they end",
-                        label, pn, (unsigned long long)t->begin, (unsigned long long)t->end);
-  if (t->end > data_bytes)
     return sq_error_set(SQ_ERR_FORMAT,
-                        "%s: tensor '%s': data_offsets [%llu, %llu] reach past the data section, "
-                        "which holds %llu bytes -- hint: the file is truncated or the header is wrong",
-                        label, pn, (unsigned long long)t->begin, (unsigned long long)t->end,
-                        (unsigned long long)data_bytes);
+                        "%s: tensor '%s': data_offsets [%llu, %llu] begin after they end", label,
+                        pn, (unsigned long long)t->begin, (unsigned long long)t->end);
+  if (t->end > data_bytes)
+    return sq_error_set(
+        SQ_ERR_FORMAT,
+        "%s: tensor '%s': data_offsets [%llu, %llu] reach past the data section, "
+        "which holds %llu bytes -- hint: the file is truncated or the header is wrong",
+        label, pn, (unsigned long long)t->begin, (unsigned long long)t->end,
+        (unsigned long long)data_bytes);
   char sb[256];
   uint64_t nbytes = 0;
   overflow |= __builtin_mul_overflow(nelem, (uint64_t)sq_dtype_size(t->dtype), &nbytes);
   if (overflow)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': shape %s x %s overflows 64 bits", label, pn,
-                        sq_st_format_shape(t->ndim, t->shape, sb, sizeof sb), sq_dtype_name(t->dtype));
+    return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s': shape %s x %s overflows 64 bits", label,
+                        pn, sq_st_format_shape(t->ndim, t->shape, sb, sizeof sb),
+                        sq_dtype_name(t->dtype));
   if (nbytes != t->end - t->begin)
-    return sq_error_set(SQ_ERR_FORMAT,
-                        "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but shape %s x %s "
-                        "needs %llu",
-                        label, pn, (unsigned long long)t->begin, (unsigned long long)t->end,
-                        (unsigned long long)(t->end - t->begin),
-                        sq_st_format_shape(t->ndim, t->shape, sb, sizeof sb), sq_dtype_name(t->dtype),
-                        (unsigned long long)nbytes);
+    return sq_error_set(
+        SQ_ERR_FORMAT,
+        "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but shape %s x %s "
+        "needs %llu",
+        label, pn, (unsigned long long)t->begin, (unsigned long long)t->end,
+        (unsigned long long)(t->end - t->begin),
+        sq_st_format_shape(t->ndim, t->shape, sb, sizeof sb), sq_dtype_name(t->dtype),
+        (unsigned long long)nbytes);
   t->nelem = nelem;
   return SQ_OK;
 }
@@ -247,7 +262,8 @@ static int sq_st_cmp_offsets(const void *a, const void *b) {
 static _Thread_local const sq_st_tensor *sq_st_sort_table;
 
 static int sq_st_cmp_names(const void *a, const void *b) {
-  return strcmp(sq_st_sort_table[*(const size_t *)a].name, sq_st_sort_table[*(const size_t *)b].name);
+  return strcmp(sq_st_sort_table[*(const size_t *)a].name,
+                sq_st_sort_table[*(const size_t *)b].name);
 }
 
 /* Sorted ranges must tile [0, data_bytes) exactly. */
@@ -257,19 +273,21 @@ static sq_status sq_st_check_layout(const char *label, const sq_st_file *f, uint
   for (size_t i = 0; i < f->n; ++i) {
     const sq_st_tensor *t = &f->tensors[i];
     if (t->begin < pos)
-      return sq_error_set(SQ_ERR_FORMAT,
-                          "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' which ends at %llu",
-                          label, sq_st_printable(t->name, nb, sizeof nb), (unsigned long long)t->begin,
-                          (unsigned long long)t->end, sq_st_printable(f->tensors[i - 1].name, pb, sizeof pb),
-                          (unsigned long long)pos);
+      return sq_error_set(
+          SQ_ERR_FORMAT,
+          "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' which ends at %llu",
+          label, sq_st_printable(t->name, nb, sizeof nb), (unsigned long long)t->begin,
+          (unsigned long long)t->end, sq_st_printable(f->tensors[i - 1].name, pb, sizeof pb),
+          (unsigned long long)pos);
     if (t->begin > pos)
-      return sq_error_set(SQ_ERR_FORMAT,
-                          "%s: tensor '%s': data_offsets [%llu, %llu] leave a gap of %llu bytes before it "
-                          "(%s %llu)",
-                          label, sq_st_printable(t->name, nb, sizeof nb), (unsigned long long)t->begin,
-                          (unsigned long long)t->end, (unsigned long long)(t->begin - pos),
-                          i ? "the previous tensor ends at" : "the data section starts at",
-                          (unsigned long long)pos);
+      return sq_error_set(
+          SQ_ERR_FORMAT,
+          "%s: tensor '%s': data_offsets [%llu, %llu] leave a gap of %llu bytes before it "
+          "(%s %llu)",
+          label, sq_st_printable(t->name, nb, sizeof nb), (unsigned long long)t->begin,
+          (unsigned long long)t->end, (unsigned long long)(t->begin - pos),
+          i ? "the previous tensor ends at" : "the data section starts at",
+          (unsigned long long)pos);
     pos = t->end;
   }
   if (pos != data_bytes)
@@ -278,7 +296,8 @@ static sq_status sq_st_check_layout(const char *label, const sq_st_file *f, uint
                         "(%llu trailing bytes)",
                         label, (unsigned long long)pos, (unsigned long long)data_bytes,
                         (unsigned long long)(data_bytes - pos));
-  for (size_t i = 1; i < f->n; ++i) /* jansson rejects duplicate keys; keep the invariant explicit */
+  for (size_t i = 1; i < f->n;
+       ++i) /* jansson rejects duplicate keys; keep the invariant explicit */
     if (strcmp(f->tensors[f->by_name[i - 1]].name, f->tensors[f->by_name[i]].name) == 0)
       return sq_error_set(SQ_ERR_FORMAT, "%s: tensor '%s' appears twice", label,
                           sq_st_printable(f->tensors[f->by_name[i]].name, nb, sizeof nb));
@@ -289,10 +308,11 @@ sq_status sq_st_parse_header(const char *label, const char *json, size_t len, ui
                              sq_st_file **out) {
   if (out) *out = NULL;
   if (len < 2)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: header length %zu is too small for a JSON object", label, len);
+    return sq_error_set(SQ_ERR_FORMAT, "%s: header length %zu is too small for a JSON object",
+                        label, len);
   if (len > SQ_ST_MAX_HEADER)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: header length %zu exceeds the limit of %u bytes", label, len,
-                        SQ_ST_MAX_HEADER);
+    return sq_error_set(SQ_ERR_FORMAT, "%s: header length %zu exceeds the limit of %u bytes", label,
+                        len, SQ_ST_MAX_HEADER);
   if (json[0] != '{')
     return sq_error_set(SQ_ERR_FORMAT,
                         "%s: header does not start with '{' (first byte 0x%02x) -- hint: not a "
@@ -320,16 +340,17 @@ sq_status sq_st_parse_header(const char *label, const char *json, size_t len, ui
     }
     if (strcmp(key, "__metadata__") == 0) {
       if (!json_is_object(val)) {
-        st = sq_error_set(SQ_ERR_FORMAT, "%s: __metadata__ is %s, expected an object of strings", label,
-                          sq_st_json_type(val));
+        st = sq_error_set(SQ_ERR_FORMAT, "%s: __metadata__ is %s, expected an object of strings",
+                          label, sq_st_json_type(val));
         goto done;
       }
       const char *mk;
       json_t *mv;
       json_object_foreach(val, mk, mv) {
         if (!json_is_string(mv) || memchr(json_string_value(mv), '\0', json_string_length(mv))) {
-          st = sq_error_set(SQ_ERR_FORMAT, "%s: __metadata__ value for '%s' is %s, expected a string%s",
-                            label, sq_st_printable(mk, nb, sizeof nb),
+          st = sq_error_set(SQ_ERR_FORMAT,
+                            "%s: __metadata__ value for '%s' is %s, expected a string%s", label,
+                            sq_st_printable(mk, nb, sizeof nb),
                             json_is_string(mv) ? "a string with a NUL byte" : sq_st_json_type(mv),
                             json_is_string(mv) ? " without NUL bytes" : "");
           goto done;
@@ -344,7 +365,8 @@ sq_status sq_st_parse_header(const char *label, const char *json, size_t len, ui
   }
 
   /* One block: tensors, by_name, meta pointers, then the string pool. */
-  size_t bytes = n * sizeof(sq_st_tensor) + n * sizeof(size_t) + 2 * nmeta * sizeof(char *) + pool + 1;
+  size_t bytes =
+      n * sizeof(sq_st_tensor) + n * sizeof(size_t) + 2 * nmeta * sizeof(char *) + pool + 1;
   sq_st_file *f = (sq_st_file *)calloc(1, sizeof *f);
   char *block = (char *)calloc(1, bytes);
   char *path = strdup(label);
@@ -395,8 +417,10 @@ sq_status sq_st_parse_header(const char *label, const char *json, size_t len, ui
   }
   f->data_start = 8 + len;
   f->file_bytes = 8 + len + data_bytes;
-  if (st != SQ_OK || !out) sq_st_close(f);
-  else *out = f;
+  if (st != SQ_OK || !out)
+    sq_st_close(f);
+  else
+    *out = f;
 done:
   json_decref(root);
   return st;
@@ -406,7 +430,7 @@ done:
 
 sq_status sq_st_open(const char *path, sq_st_file **out) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not hang us */
   if (fd < 0) return sq_error_errno(path, "cannot open safetensors file");
   sq_status st = SQ_OK;
   char *hdr = NULL;
@@ -421,8 +445,9 @@ sq_status sq_st_open(const char *path, sq_st_file **out) {
   }
   uint64_t size = (uint64_t)sb.st_size;
   if (size < 8) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: file is %llu bytes, too short for the 8-byte header length",
-                      path, (unsigned long long)size);
+    st = sq_error_set(SQ_ERR_FORMAT,
+                      "%s: file is %llu bytes, too short for the 8-byte header length", path,
+                      (unsigned long long)size);
     goto fail;
   }
   uint8_t lenbuf[8];
@@ -430,15 +455,17 @@ sq_status sq_st_open(const char *path, sq_st_file **out) {
   uint64_t hlen = 0;
   for (int k = 7; k >= 0; --k) hlen = (hlen << 8) | lenbuf[k];
   if (hlen > SQ_ST_MAX_HEADER) {
-    st = sq_error_set(SQ_ERR_FORMAT,
-                      "%s: header length %llu exceeds the limit of %u bytes -- hint: not a safetensors "
-                      "file, or a corrupt one",
-                      path, (unsigned long long)hlen, SQ_ST_MAX_HEADER);
+    st = sq_error_set(
+        SQ_ERR_FORMAT,
+        "%s: header length %llu exceeds the limit of %u bytes -- hint: not a safetensors "
+        "file, or a corrupt one",
+        path, (unsigned long long)hlen, SQ_ST_MAX_HEADER);
     goto fail;
   }
   if (hlen > size - 8) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: header length %llu runs past the end of the %llu-byte file",
-                      path, (unsigned long long)hlen, (unsigned long long)size);
+    st = sq_error_set(SQ_ERR_FORMAT,
+                      "%s: header length %llu runs past the end of the %llu-byte file", path,
+                      (unsigned long long)hlen, (unsigned long long)size);
     goto fail;
   }
   hdr = (char *)malloc(hlen ? hlen : 1);
@@ -466,10 +493,18 @@ void sq_st_close(sq_st_file *f) {
   free(f);
 }
 
-const char *sq_st_path(const sq_st_file *f) { return f->path; }
-size_t sq_st_count(const sq_st_file *f) { return f->n; }
-uint64_t sq_st_file_bytes(const sq_st_file *f) { return f->file_bytes; }
-uint64_t sq_st_data_start(const sq_st_file *f) { return f->data_start; }
+const char *sq_st_path(const sq_st_file *f) {
+  return f->path;
+}
+size_t sq_st_count(const sq_st_file *f) {
+  return f->n;
+}
+uint64_t sq_st_file_bytes(const sq_st_file *f) {
+  return f->file_bytes;
+}
+uint64_t sq_st_data_start(const sq_st_file *f) {
+  return f->data_start;
+}
 
 const sq_st_tensor *sq_st_at(const sq_st_file *f, size_t i) {
   return i < f->n ? &f->tensors[i] : NULL;
@@ -482,8 +517,10 @@ const sq_st_tensor *sq_st_find(const sq_st_file *f, const char *name) {
     const sq_st_tensor *t = &f->tensors[f->by_name[mid]];
     int c = strcmp(t->name, name);
     if (c == 0) return t;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return NULL;
 }
@@ -494,7 +531,9 @@ const char *sq_st_metadata(const sq_st_file *f, const char *key) {
   return NULL;
 }
 
-size_t sq_st_metadata_count(const sq_st_file *f) { return f->nmeta; }
+size_t sq_st_metadata_count(const sq_st_file *f) {
+  return f->nmeta;
+}
 
 const char *sq_st_metadata_at(const sq_st_file *f, size_t i, const char **value) {
   if (i >= f->nmeta) return NULL;
@@ -508,7 +547,8 @@ static sq_status sq_st_check_tensor(const sq_st_file *f, const sq_st_tensor *t) 
   if (!t || t < f->tensors || t >= f->tensors + f->n)
     return sq_error_set(SQ_ERR_ARG, "%s: tensor handle does not belong to this file", f->path);
   if (f->fd < 0)
-    return sq_error_set(SQ_ERR_ARG, "%s: header parsed from memory has no file to read from", f->path);
+    return sq_error_set(SQ_ERR_ARG, "%s: header parsed from memory has no file to read from",
+                        f->path);
   return SQ_OK;
 }
 
@@ -517,7 +557,8 @@ sq_status sq_st_read_raw(const sq_st_file *f, const sq_st_tensor *t, uint64_t of
   SQ_CHECK(sq_st_check_tensor(f, t));
   uint64_t size = t->end - t->begin, stop;
   if (__builtin_add_overflow(offset, len, &stop) || stop > size)
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': read of %llu bytes at %llu is outside its %llu bytes",
+    return sq_error_set(SQ_ERR_ARG,
+                        "%s: tensor '%s': read of %llu bytes at %llu is outside its %llu bytes",
                         f->path, t->name, (unsigned long long)len, (unsigned long long)offset,
                         (unsigned long long)size);
   return sq_fs_pread_full(f->fd, dst, (size_t)len, f->data_start + t->begin + offset, f->path);
@@ -529,15 +570,17 @@ static sq_status sq_st_read_elems_f32(const sq_st_file *f, const sq_st_tensor *t
   size_t es = sq_dtype_size(t->dtype);
   if (t->dtype != SQ_DTYPE_F32 && t->dtype != SQ_DTYPE_F16 && t->dtype != SQ_DTYPE_BF16 &&
       t->dtype != SQ_DTYPE_F8_E4M3)
-    return sq_error_set(SQ_ERR_UNSUPPORTED,
-                        "%s: tensor '%s': dtype %s cannot be read as fp32 (F32, F16, BF16, F8_E4M3 can)",
-                        f->path, t->name, sq_dtype_name(t->dtype));
+    return sq_error_set(
+        SQ_ERR_UNSUPPORTED,
+        "%s: tensor '%s': dtype %s cannot be read as fp32 (F32, F16, BF16, F8_E4M3 can)", f->path,
+        t->name, sq_dtype_name(t->dtype));
   if (t->dtype == SQ_DTYPE_F32) return sq_st_read_raw(f, t, e0 * 4, dst, nelem * 4);
   /* Bounce through a bounded buffer: conversions widen, so reading in place is not safe. */
   enum { CHUNK = 1u << 18 }; /* elements per pread */
   uint64_t chunk = nelem < CHUNK ? nelem : CHUNK;
   uint8_t *buf = (uint8_t *)malloc(chunk ? chunk * es : 1);
-  if (!buf) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory reading tensor '%s'", f->path, t->name);
+  if (!buf)
+    return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory reading tensor '%s'", f->path, t->name);
   sq_status st = SQ_OK;
   for (uint64_t done = 0; done < nelem && st == SQ_OK; done += chunk) {
     uint64_t k = nelem - done < chunk ? nelem - done : chunk;
@@ -556,15 +599,17 @@ sq_status sq_st_read_f32(const sq_st_file *f, const sq_st_tensor *t, float *dst,
   return sq_st_read_elems_f32(f, t, 0, nelem, dst);
 }
 
-sq_status sq_st_read_rows_f32(const sq_st_file *f, const sq_st_tensor *t, int64_t row0, int64_t nrows,
-                              float *dst) {
+sq_status sq_st_read_rows_f32(const sq_st_file *f, const sq_st_tensor *t, int64_t row0,
+                              int64_t nrows, float *dst) {
   SQ_CHECK(sq_st_check_tensor(f, t));
   if (t->ndim < 1)
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' is a scalar and has no rows", f->path, t->name);
+    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' is a scalar and has no rows", f->path,
+                        t->name);
   int64_t rows = t->shape[0];
   if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0)
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': rows [%lld, %lld) are outside its %lld rows", f->path,
-                        t->name, (long long)row0, (long long)row0 + (long long)nrows, (long long)rows);
+    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': rows [%lld, %lld) are outside its %lld rows",
+                        f->path, t->name, (long long)row0, (long long)row0 + (long long)nrows,
+                        (long long)rows);
   if (nrows == 0) return SQ_OK;
   uint64_t row_elems = t->nelem / (uint64_t)rows;
   return sq_st_read_elems_f32(f, t, (uint64_t)row0 * row_elems, (uint64_t)nrows * row_elems, dst);

@@ -35,9 +35,9 @@ struct sq_st_writer {
   int fd;
   sq_st_decl *decls;
   size_t n, cap;
-  size_t *slots;      /* open-addressing table of decl index + 1 (0 = empty) */
-  size_t nslots;      /* power of two, at least 2n */
-  char **meta;        /* (2 * nmeta) key, value pairs, in order */
+  size_t *slots; /* open-addressing table of decl index + 1 (0 = empty) */
+  size_t nslots; /* power of two, at least 2n */
+  char **meta;   /* (2 * nmeta) key, value pairs, in order */
   size_t nmeta;
   uint64_t data_bytes;
   uint64_t data_start; /* valid once frozen */
@@ -77,8 +77,8 @@ sq_status sq_st_writer_create(const char *final_path, sq_st_writer **out) {
   *out = NULL;
   struct stat sb;
   if (stat(final_path, &sb) == 0 && S_ISDIR(sb.st_mode))
-    return sq_error_set(SQ_ERR_ARG, "%s: is a directory, refusing to write a safetensors file there",
-                        final_path);
+    return sq_error_set(
+        SQ_ERR_ARG, "%s: is a directory, refusing to write a safetensors file there", final_path);
   sq_st_writer *w = (sq_st_writer *)calloc(1, sizeof *w);
   if (!w) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory", final_path);
   w->fd = -1;
@@ -106,12 +106,13 @@ sq_status sq_st_writer_create(const char *final_path, sq_st_writer **out) {
 
 sq_status sq_st_writer_set_metadata(sq_st_writer *w, const char *key, const char *value) {
   if (w->frozen)
-    return sq_error_set(SQ_ERR_ARG, "%s: metadata '%s' set after the header was written", w->final_path, key);
+    return sq_error_set(SQ_ERR_ARG, "%s: metadata '%s' set after the header was written",
+                        w->final_path, key);
   size_t kl = strlen(key), vl = strlen(value);
   if (sq_st_utf8_check((const unsigned char *)key, kl) != kl ||
       sq_st_utf8_check((const unsigned char *)value, vl) != vl)
-    return sq_error_set(SQ_ERR_ARG, "%s: metadata key or value for '%s' is not valid UTF-8", w->final_path,
-                        key);
+    return sq_error_set(SQ_ERR_ARG, "%s: metadata key or value for '%s' is not valid UTF-8",
+                        w->final_path, key);
   char *v = strdup(value);
   if (!v) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory", w->final_path);
   for (size_t i = 0; i < w->nmeta; ++i)
@@ -142,12 +143,13 @@ sq_status sq_st_writer_declare(sq_st_writer *w, const char *name, sq_dtype dtype
     return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' declared after the first write", path, name);
   if (nl == 0 || strcmp(name, "__metadata__") == 0 ||
       sq_st_utf8_check((const unsigned char *)name, nl) != nl)
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor name '%s' is empty, reserved or not UTF-8", path, name);
+    return sq_error_set(SQ_ERR_ARG, "%s: tensor name '%s' is empty, reserved or not UTF-8", path,
+                        name);
   if (sq_dtype_size(dtype) == 0)
     return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': invalid dtype", path, name);
   if (ndim < 0 || ndim > SQ_ST_MAX_DIMS || (ndim > 0 && !shape))
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': %d dimensions (0..%d allowed)", path, name, ndim,
-                        SQ_ST_MAX_DIMS);
+    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': %d dimensions (0..%d allowed)", path, name,
+                        ndim, SQ_ST_MAX_DIMS);
   if (sq_st_lookup(w, name))
     return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' declared twice", path, name);
   sq_st_decl d;
@@ -158,12 +160,13 @@ sq_status sq_st_writer_declare(sq_st_writer *w, const char *name, sq_dtype dtype
   int overflow = 0;
   for (int i = 0; i < ndim; ++i) {
     if (shape[i] < 0)
-      return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': shape[%d] = %lld is negative", path, name, i,
-                          (long long)shape[i]);
+      return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': shape[%d] = %lld is negative", path, name,
+                          i, (long long)shape[i]);
     d.shape[i] = shape[i];
     overflow |= __builtin_mul_overflow(nbytes, (uint64_t)shape[i], &nbytes);
   }
-  if (overflow || __builtin_add_overflow(w->data_bytes, nbytes, &d.begin) || d.begin > (uint64_t)INT64_MAX)
+  if (overflow || __builtin_add_overflow(w->data_bytes, nbytes, &d.begin) ||
+      d.begin > (uint64_t)INT64_MAX)
     return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s': size overflows 64 bits", path, name);
   d.begin = w->data_bytes;
   d.nbytes = nbytes;
@@ -222,8 +225,9 @@ static sq_status sq_st_freeze(sq_st_writer *w) {
   if (!text) goto nomem;
   size_t len = strlen(text), padded = (len + 7) & ~(size_t)7; /* 8 + padded is a multiple of 8 */
   if (padded > SQ_ST_MAX_HEADER) {
-    st = sq_error_set(SQ_ERR_UNSUPPORTED, "%s: header of %zu bytes exceeds the %u-byte limit of readers",
-                      w->final_path, padded, SQ_ST_MAX_HEADER);
+    st = sq_error_set(SQ_ERR_UNSUPPORTED,
+                      "%s: header of %zu bytes exceeds the %u-byte limit of readers", w->final_path,
+                      padded, SQ_ST_MAX_HEADER);
     goto out;
   }
   hdr = (char *)malloc(8 + padded);
@@ -250,7 +254,8 @@ static sq_status sq_st_begin_write(sq_st_writer *w, const char *name, sq_st_decl
     return sq_error_set(SQ_ERR_ARG, "%s: write of '%s' after commit", w->final_path, name);
   sq_st_decl *d = sq_st_lookup(w, name);
   if (!d) return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' was not declared", w->final_path, name);
-  if (d->written) return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' written twice", w->final_path, name);
+  if (d->written)
+    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' written twice", w->final_path, name);
   SQ_CHECK(sq_st_freeze(w));
   *out = d;
   return SQ_OK;
@@ -259,7 +264,8 @@ static sq_status sq_st_begin_write(sq_st_writer *w, const char *name, sq_st_decl
 sq_status sq_st_writer_write(sq_st_writer *w, const char *name, const void *data) {
   sq_st_decl *d;
   SQ_CHECK(sq_st_begin_write(w, name, &d));
-  SQ_CHECK(sq_fs_pwrite_full(w->fd, data, (size_t)d->nbytes, w->data_start + d->begin, w->tmp_path));
+  SQ_CHECK(
+      sq_fs_pwrite_full(w->fd, data, (size_t)d->nbytes, w->data_start + d->begin, w->tmp_path));
   d->written = 1;
   return SQ_OK;
 }
@@ -274,9 +280,10 @@ sq_status sq_st_writer_write_f32(sq_st_writer *w, const char *name, const float 
   for (uint64_t done = 0; done < n; done += CHUNK) {
     size_t k = (size_t)(n - done < CHUNK ? n - done : CHUNK);
     if (sq_dtype_convert_from_f32(d->dtype, data + done, buf, k) != 0)
-      return sq_error_set(SQ_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert fp32 to %s", w->final_path,
-                          name, sq_dtype_name(d->dtype));
-    SQ_CHECK(sq_fs_pwrite_full(w->fd, buf, k * es, w->data_start + d->begin + done * es, w->tmp_path));
+      return sq_error_set(SQ_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert fp32 to %s",
+                          w->final_path, name, sq_dtype_name(d->dtype));
+    SQ_CHECK(
+        sq_fs_pwrite_full(w->fd, buf, k * es, w->data_start + d->begin + done * es, w->tmp_path));
   }
   d->written = 1;
   return SQ_OK;
@@ -287,8 +294,8 @@ sq_status sq_st_writer_commit(sq_st_writer *w) {
     return sq_error_set(SQ_ERR_ARG, "%s: committed twice", w->final_path);
   for (size_t i = 0; i < w->n; ++i)
     if (!w->decls[i].written)
-      return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' was declared but never written", w->final_path,
-                          w->decls[i].name);
+      return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' was declared but never written",
+                          w->final_path, w->decls[i].name);
   SQ_CHECK(sq_st_freeze(w));
   struct stat sb;
   if (stat(w->final_path, &sb) == 0 && S_ISDIR(sb.st_mode))

@@ -15,8 +15,10 @@
  *
  * Values (deterministic in the seed, independent of sharding and order):
  * every tensor has its own stream, splitmix64 seeded with
- * splitmix64(seed ^ fnv1a64(tensor name)), and normals come from Box-Muller on
- * 53-bit uniforms. Linear weights (d_out, d_in) are N(0, 1/d_in) with 1% of the
+ * splitmix64(seed ^ fnv1a64(tensor name)), and normals come from Box-Muller
+ * (in float) on two 24-bit uniforms per splitmix64 draw. Bytes are identical
+ * for a given seed on a given build; another libm may round logf/sinf/cosf
+ * differently in rare cases. Linear weights (d_out, d_in) are N(0, 1/d_in) with 1% of the
  * input columns (at least one, chosen from the stream) scaled by 10, so that
  * per-channel round-to-nearest suffers and GPTQ has something to fix; norms are
  * 1 + N(0, 0.05^2); biases N(0, 0.02^2); lm_head N(0, 1/hidden). Embedding rows

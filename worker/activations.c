@@ -42,8 +42,8 @@ sq_status sq_acts_init(sq_acts *a, int64_t n, int64_t T, int64_t d, const char *
 
 void sq_acts_free(sq_acts *a, int keep) {
   free(a->mem);
-  if (a->h5dset >= 0) H5Dclose((hid_t)a->h5dset);
-  if (a->h5file >= 0) H5Fclose((hid_t)a->h5file);
+  if (a->path && a->h5dset >= 0) H5Dclose((hid_t)a->h5dset);
+  if (a->path && a->h5file >= 0) H5Fclose((hid_t)a->h5file);
   if (a->path && !keep) unlink(a->path);
   free(a->path);
   memset(a, 0, sizeof *a);

@@ -2,6 +2,7 @@
  * includes sharding/model_config.h. */
 #include "worker/model_meta.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

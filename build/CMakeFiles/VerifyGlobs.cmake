@@ -5,6 +5,7 @@ cmake_policy(SET CMP0009 NEW)
 # SQ_BENCH_SOURCES at bench/CMakeLists.txt:4 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/bench/bench_*.c")
 set(OLD_GLOB
+  "/work/main/bench/bench_solvers.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -38,6 +39,8 @@ set(OLD_GLOB
   "/work/main/coordinator/cmd_submit.c"
   "/work/main/coordinator/cmd_synth.c"
   "/work/main/coordinator/main.c"
+  "/work/main/coordinator/quantize_output.c"
+  "/work/main/coordinator/quantize_plan.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -56,6 +59,14 @@ endif()
 # SQ_KERNELS_SOURCES at kernels/CMakeLists.txt:3 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/cpu/*.c")
 set(OLD_GLOB
+  "/work/main/kernels/cpu/attention.c"
+  "/work/main/kernels/cpu/forward.c"
+  "/work/main/kernels/cpu/gptq.c"
+  "/work/main/kernels/cpu/hessian.c"
+  "/work/main/kernels/cpu/pack.c"
+  "/work/main/kernels/cpu/quant.c"
+  "/work/main/kernels/cpu/solver_common.c"
+  "/work/main/kernels/cpu/sparsegpt.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -65,6 +76,11 @@ endif()
 # SQ_KERNELS_CUDA_SOURCES at kernels/CMakeLists.txt:7 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/cuda/*.cu")
 set(OLD_GLOB
+  "/work/main/kernels/cuda/forward.cu"
+  "/work/main/kernels/cuda/gptq.cu"
+  "/work/main/kernels/cuda/hessian.cu"
+  "/work/main/kernels/cuda/quant.cu"
+  "/work/main/kernels/cuda/sparsegpt.cu"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -74,6 +90,26 @@ endif()
 # SQ_RECIPES_SOURCES at recipes/CMakeLists.txt:2 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/recipes/*.c")
 set(OLD_GLOB
+  "/work/main/recipes/recipe_match.c"
+  "/work/main/recipes/recipe_parse.c"
+  "/work/main/recipes/recipe_scheme.c"
+  "/work/main/recipes/yaml_node.c"
+  )
+if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
+  message("-- GLOB mismatch!")
+  file(TOUCH_NOCREATE "/work/main/build/CMakeFiles/cmake.verify_globs")
+endif()
+
+# SQ_EXAMPLE_RECIPES at tests/recipes/CMakeLists.txt:6 (file)
+file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/recipes/*.yaml")
+set(OLD_GLOB
+  "/work/main/recipes/fp8_dynamic.yaml"
+  "/work/main/recipes/fp8_fp8kv.yaml"
+  "/work/main/recipes/sparse24_sparsegpt_fp8.yaml"
+  "/work/main/recipes/sparse50_sparsegpt.yaml"
+  "/work/main/recipes/w4a16_gptq_fp8_kv.yaml"
+  "/work/main/recipes/w4a16_gptq_g128.yaml"
+  "/work/main/recipes/w8a8_int8_smoothquant_gptq.yaml"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -83,6 +119,14 @@ endif()
 # SQ_SHARDING_SOURCES at sharding/CMakeLists.txt:2 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/sharding/*.c")
 set(OLD_GLOB
+  "/work/main/sharding/checkpoint.c"
+  "/work/main/sharding/compressed_read.c"
+  "/work/main/sharding/compressed_write.c"
+  "/work/main/sharding/model_config.c"
+  "/work/main/sharding/quant_config.c"
+  "/work/main/sharding/safetensors_read.c"
+  "/work/main/sharding/safetensors_write.c"
+  "/work/main/sharding/synth.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -93,7 +137,17 @@ endif()
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/tests/*")
 set(OLD_GLOB
   "/work/main/tests/CMakeLists.txt"
+  "/work/main/tests/assets"
   "/work/main/tests/common"
+  "/work/main/tests/compressed"
+  "/work/main/tests/fuzz"
+  "/work/main/tests/kernels_forward"
+  "/work/main/tests/kernels_quant"
+  "/work/main/tests/kernels_solver"
+  "/work/main/tests/recipes"
+  "/work/main/tests/run.sh"
+  "/work/main/tests/sharding"
+  "/work/main/tests/synth"
   "/work/main/tests/test_util.c"
   "/work/main/tests/test_util.h"
   )
@@ -105,6 +159,13 @@ endif()
 # SQ_WORKER_SOURCES at worker/CMakeLists.txt:2 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/worker/*.c")
 set(OLD_GLOB
+  "/work/main/worker/activations.c"
+  "/work/main/worker/calib.c"
+  "/work/main/worker/comm.c"
+  "/work/main/worker/evaluate.c"
+  "/work/main/worker/layer_quant.c"
+  "/work/main/worker/model.c"
+  "/work/main/worker/model_meta.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")

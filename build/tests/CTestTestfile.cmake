@@ -5,3 +5,11 @@
 # This file includes the relevant testing commands required for 
 # testing this directory and lists subdirectories to be tested as well.
 subdirs("common")
+subdirs("compressed")
+subdirs("fuzz")
+subdirs("kernels_forward")
+subdirs("kernels_quant")
+subdirs("kernels_solver")
+subdirs("recipes")
+subdirs("sharding")
+subdirs("synth")

@@ -9,7 +9,13 @@
 #include "kernels/forward.h"
 #include "kernels/forward_math.h"
 
-size_t sq_fwd_attention_workspace_floats(int64_t T) { return (size_t)T * (size_t)T; }
+/* Query rows per block of the causal attention. */
+#define QBLK 256
+
+size_t sq_fwd_attention_workspace_floats(int64_t T) {
+  int64_t m = T < QBLK ? T : QBLK;
+  return (size_t)m * (size_t)T; /* (QBLK, T) scores of one query block */
+}
 
 static sq_status check_heads(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) {
   if (n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || n_heads % n_kv_heads != 0)
@@ -25,12 +31,12 @@ sq_status sq_fwd_attention(const float *q, const float *k, const float *v, int64
                            float *out) {
   SQ_CHECK(check_heads(n_heads, n_kv_heads, head_dim));
   if (B <= 0 || T <= 0)
-    return sq_error_set(SQ_ERR_ARG, "attention: B %lld and T %lld must be positive",
-                        (long long)B, (long long)T);
+    return sq_error_set(SQ_ERR_ARG, "attention: B %lld and T %lld must be positive", (long long)B,
+                        (long long)T);
   const int64_t qw = n_heads * head_dim, kw = n_kv_heads * head_dim;
   const int64_t rep = n_heads / n_kv_heads;
   const float scale = 1.0f / sqrtf((float)head_dim);
-  float *S = ws; /* (T, T) scores of one head */
+  float *S = ws; /* (min(T, QBLK), T) scores of one query block */
   for (int64_t b = 0; b < B; b++) {
     const float *qb = q + (size_t)(b * T) * qw;
     const float *kb = k + (size_t)(b * T) * kw;
@@ -38,17 +44,24 @@ sq_status sq_fwd_attention(const float *q, const float *k, const float *v, int64
     float *ob = out + (size_t)(b * T) * qw;
     for (int64_t h = 0; h < n_heads; h++) {
       int64_t kvh = h / rep; /* HF repeat_kv: kv head j serves heads j*rep..j*rep+rep-1 */
-      /* S (T, T) = scale · Q_h (T, hd) · K_h (T, hd)ᵀ, rows strided by qw / kw */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)head_dim, scale,
-                  qb + h * head_dim, (int)qw, kb + kvh * head_dim, (int)kw, 0.0f, S, (int)T);
-      for (int64_t i = 0; i < T; i++) {
-        float *Si = S + (size_t)i * T;
-        sq_fwd_softmax_row(Si, i + 1); /* causal: keys 0..i */
-        if (i + 1 < T) memset(Si + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
+      /* Query blocks of QBLK rows only meet keys 0..i1-1 (causal), which halves
+       * the work of a full (T, T) score matrix for long sequences. */
+      for (int64_t i0 = 0; i0 < T; i0 += QBLK) {
+        int64_t i1 = i0 + QBLK < T ? i0 + QBLK : T, m = i1 - i0, n = i1;
+        /* S (m, n) = scale · Q_h[i0:i1] (m, hd) · K_h[0:n] (n, hd)ᵀ, rows strided by qw / kw */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)head_dim, scale,
+                    qb + i0 * qw + h * head_dim, (int)qw, kb + kvh * head_dim, (int)kw, 0.0f, S,
+                    (int)n);
+        for (int64_t i = i0; i < i1; i++) {
+          float *Si = S + (size_t)(i - i0) * n;
+          sq_fwd_softmax_row(Si, i + 1); /* causal: keys 0..i */
+          if (i + 1 < n) memset(Si + i + 1, 0, (size_t)(n - i - 1) * sizeof(float));
+        }
+        /* O_h[i0:i1] (m, hd) = P (m, n) · V_h[0:n] (n, hd), into the head's columns */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)head_dim, (int)n, 1.0f,
+                    S, (int)n, vb + kvh * head_dim, (int)kw, 0.0f, ob + i0 * qw + h * head_dim,
+                    (int)qw);
       }
-      /* O_h (T, hd) = P (T, T) · V_h (T, hd), written into the head's columns */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)head_dim, (int)T, 1.0f,
-                  S, (int)T, vb + kvh * head_dim, (int)kw, 0.0f, ob + h * head_dim, (int)qw);
     }
   }
   return SQ_OK;
@@ -57,13 +70,15 @@ sq_status sq_fwd_attention(const float *q, const float *k, const float *v, int64
 /* Workspace layout in floats, each piece rounded up to 4 floats (16 bytes):
  *   xn   (rows, hidden)   norm output, reused by norm2
  *   tmp  (rows, hidden)   o_proj and down_proj outputs
- *   S    (T, T)           attention scores
+ *   S    (QBLK, T)        attention scores of one query block
  *   then a union: attention phase q, k, v, att | MLP phase g, u (rows, inter) */
 typedef struct layer_ws {
   float *xn, *tmp, *S, *q, *k, *v, *att, *g, *u;
 } layer_ws;
 
-static size_t r4(size_t n) { return (n + 3) & ~(size_t)3; }
+static size_t r4(size_t n) {
+  return (n + 3) & ~(size_t)3;
+}
 
 static size_t layer_ws_floats(const sq_fwd_layer_cfg *c, int64_t B, int64_t T, layer_ws *lw,
                               float *base) {
@@ -93,17 +108,16 @@ size_t sq_fwd_layer_workspace_bytes(const sq_fwd_layer_cfg *cfg, int64_t B, int6
   return layer_ws_floats(cfg, B, T, NULL, NULL) * sizeof(float);
 }
 
-static sq_status run_hook(sq_fwd_hook_fn fn, void *user, const float *X, int64_t rows,
-                          int64_t cols, const char *which) {
+static sq_status run_hook(sq_fwd_hook_fn fn, void *user, const float *X, int64_t rows, int64_t cols,
+                          const char *which) {
   if (!fn) return SQ_OK;
   sq_status st = fn(user, X, rows, cols);
   if (st != SQ_OK) sq_error_set(st, "decoder layer: the %s calibration hook failed", which);
   return st;
 }
 
-sq_status sq_fwd_layer(const sq_fwd_layer_cfg *cfg, const sq_fwd_layer_weights *w,
-                       const float *x, int64_t B, int64_t T, const sq_fwd_hooks *hooks, void *ws,
-                       float *y) {
+sq_status sq_fwd_layer(const sq_fwd_layer_cfg *cfg, const sq_fwd_layer_weights *w, const float *x,
+                       int64_t B, int64_t T, const sq_fwd_hooks *hooks, void *ws, float *y) {
   SQ_CHECK(check_heads(cfg->n_heads, cfg->n_kv_heads, cfg->head_dim));
   if (cfg->hidden <= 0 || cfg->intermediate <= 0 || B <= 0 || T <= 0)
     return sq_error_set(SQ_ERR_ARG,
@@ -135,8 +149,8 @@ sq_status sq_fwd_layer(const sq_fwd_layer_cfg *cfg, const sq_fwd_layer_weights *
   sq_fwd_rope_apply(cfg->rope, lw.k, B, T, cfg->n_kv_heads);
   SQ_CHECK(run_hook(hk->k_cache, hk->user, lw.k, rows, kw, "k_cache"));
   SQ_CHECK(run_hook(hk->v_cache, hk->user, lw.v, rows, kw, "v_cache"));
-  SQ_CHECK(sq_fwd_attention(lw.q, lw.k, lw.v, B, T, cfg->n_heads, cfg->n_kv_heads,
-                            cfg->head_dim, lw.S, lw.att));
+  SQ_CHECK(sq_fwd_attention(lw.q, lw.k, lw.v, B, T, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim,
+                            lw.S, lw.att));
   SQ_CHECK(run_hook(hk->o_in, hk->user, lw.att, rows, qw, "o_in"));
   sq_fwd_linear(lw.att, rows, qw, w->o, hid, w->o_bias, lw.tmp);
   for (size_t i = 0; i < (size_t)(rows * hid); i++) y[i] = x[i] + lw.tmp[i];

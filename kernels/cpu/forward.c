@@ -22,16 +22,16 @@ sq_status sq_fwd_rope_inv_freq(const sq_rope_cfg *cfg, float *inv_freq) {
   float theta = (float)cfg->theta;
   for (int i = 0; i < half; i++) inv_freq[i] = sq_fm_rope_inv_freq(i, cfg->head_dim, theta);
   switch (cfg->type) {
-    case SQ_ROPE_DEFAULT:
+    case SQ_FWD_ROPE_DEFAULT:
       return SQ_OK;
-    case SQ_ROPE_LINEAR:
+    case SQ_FWD_ROPE_LINEAR:
       if (!(cfg->factor > 0.0))
         return sq_error_set(SQ_ERR_ARG, "rope_scaling linear: factor %g must be positive",
                             cfg->factor);
       /* HF: inv_freq /= factor (fp32 tensor divided by a Python float). */
       for (int i = 0; i < half; i++) inv_freq[i] = inv_freq[i] / (float)cfg->factor;
       return SQ_OK;
-    case SQ_ROPE_LLAMA3:
+    case SQ_FWD_ROPE_LLAMA3:
       if (!(cfg->factor > 0.0) || !(cfg->high_freq_factor > cfg->low_freq_factor) ||
           !(cfg->low_freq_factor > 0.0) || cfg->original_max_position <= 0)
         return sq_error_set(SQ_ERR_ARG,
@@ -41,14 +41,15 @@ sq_status sq_fwd_rope_inv_freq(const sq_rope_cfg *cfg, float *inv_freq) {
                             cfg->factor, cfg->high_freq_factor, cfg->low_freq_factor,
                             (long long)cfg->original_max_position);
       for (int i = 0; i < half; i++)
-        inv_freq[i] = sq_fm_rope_llama3(inv_freq[i], (float)cfg->factor,
-                                         (float)cfg->low_freq_factor,
-                                         (float)cfg->high_freq_factor,
-                                         (float)cfg->original_max_position);
+        inv_freq[i] =
+            sq_fm_rope_llama3(inv_freq[i], (float)cfg->factor, (float)cfg->low_freq_factor,
+                              (float)cfg->high_freq_factor, (float)cfg->original_max_position);
       return SQ_OK;
   }
-  return sq_error_set(SQ_ERR_UNSUPPORTED, "rope: unknown rope type %d -- hint: shardq supports "
-                      "default, linear and llama3", (int)cfg->type);
+  return sq_error_set(SQ_ERR_UNSUPPORTED,
+                      "rope: unknown rope type %d -- hint: shardq supports "
+                      "default, linear and llama3",
+                      (int)cfg->type);
 }
 
 sq_status sq_fwd_rope_init(sq_rope *r, const sq_rope_cfg *cfg, int64_t max_t) {
@@ -125,8 +126,7 @@ sq_status sq_fwd_embed(const float *table, int64_t vocab, int64_t hidden, const 
   return SQ_OK;
 }
 
-void sq_fwd_rmsnorm(const float *x, const float *w, int64_t rows, int64_t d, float eps,
-                    float *y) {
+void sq_fwd_rmsnorm(const float *x, const float *w, int64_t rows, int64_t d, float eps, float *y) {
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + (size_t)r * d;
     float *yr = y + (size_t)r * d;

@@ -120,8 +120,7 @@ extern "C" sq_status sq_fwd_cuda_rope_apply(const float *cos, const float *sin, 
     return sq_error_set(SQ_ERR_ARG, "cuda rope: bad shape (B %lld, T %lld, heads %lld, hd %d)",
                         (long long)B, (long long)T, (long long)n_heads, head_dim);
   int64_t n = B * T * n_heads * (head_dim / 2);
-  rope_kernel<<<grid_for(n), SQ_FWD_THREADS, 0, stream>>>(cos, sin, head_dim, x, B * T, T,
-                                                          n_heads);
+  rope_kernel<<<grid_for(n), SQ_FWD_THREADS, 0, stream>>>(cos, sin, head_dim, x, B * T, T, n_heads);
   return launch_status("cuda rope");
 }
 
@@ -135,8 +134,8 @@ extern "C" sq_status sq_fwd_cuda_silu_mul(float *g, const float *u, int64_t n,
 extern "C" sq_status sq_fwd_cuda_softmax(float *S, int64_t rows, int64_t n, int causal, int64_t T,
                                          struct CUstream_st *stream) {
   if (rows <= 0 || n <= 0 || rows > 2147483647 || (causal && T <= 0))
-    return sq_error_set(SQ_ERR_ARG, "cuda softmax: bad shape (%lld, %lld), T %lld",
-                        (long long)rows, (long long)n, (long long)T);
+    return sq_error_set(SQ_ERR_ARG, "cuda softmax: bad shape (%lld, %lld), T %lld", (long long)rows,
+                        (long long)n, (long long)T);
   softmax_kernel<<<(unsigned)rows, SQ_FWD_THREADS, 0, stream>>>(S, n, causal, T);
   return launch_status("cuda softmax");
 }
@@ -146,8 +145,8 @@ extern "C" sq_status sq_fwd_cuda_linear(struct cublasContext *handle, const floa
                                         const float *bias, float *Y) {
   if (rows <= 0 || d_in <= 0 || d_out <= 0 || rows > 2147483647 || d_in > 2147483647 ||
       d_out > 2147483647)
-    return sq_error_set(SQ_ERR_ARG, "cuda linear: bad shape (%lld, %lld) -> %lld",
-                        (long long)rows, (long long)d_in, (long long)d_out);
+    return sq_error_set(SQ_ERR_ARG, "cuda linear: bad shape (%lld, %lld) -> %lld", (long long)rows,
+                        (long long)d_in, (long long)d_out);
   float beta = 0.0f, alpha = 1.0f;
   if (bias) {
     cudaStream_t stream = NULL;
@@ -159,9 +158,9 @@ extern "C" sq_status sq_fwd_cuda_linear(struct cublasContext *handle, const floa
   }
   /* Row-major Y (rows, d_out) is column-major Yᵀ (d_out, rows) = W · Xᵀ, where the
    * row-major W (d_out, d_in) buffer read column-major is Wᵀ (ld d_in), hence OP_T. */
-  cublasStatus_t cs = cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)d_out, (int)rows,
-                                  (int)d_in, &alpha, W, (int)d_in, X, (int)d_in, &beta, Y,
-                                  (int)d_out);
+  cublasStatus_t cs =
+      cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)d_out, (int)rows, (int)d_in, &alpha, W,
+                  (int)d_in, X, (int)d_in, &beta, Y, (int)d_out);
   if (cs != CUBLAS_STATUS_SUCCESS)
     return sq_error_set(SQ_ERR_CUDA, "cuda linear: cublasSgemm failed (status %d)", (int)cs);
   return SQ_OK;

@@ -15,11 +15,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sq_recipe *r = NULL;
   sq_status st = sq_recipe_parse("fuzz.yaml", (const char *)data, size, &r);
   if (st == SQ_OK) {
-    static const char *const names[] = {"model.layers.0.self_attn.q_proj", "model.layers.7.mlp.down_proj",
-                                        "lm_head", "model.embed_tokens"};
+    static const char *const names[] = {"model.layers.0.self_attn.q_proj",
+                                        "model.layers.7.mlp.down_proj", "lm_head",
+                                        "model.embed_tokens"};
     for (int i = 0; i < 4; i++) {
       sq_recipe_resolution res;
-      if (sq_recipe_resolve(r, names[i], i < 3 ? "Linear" : "Embedding", &res) != SQ_OK) __builtin_trap();
+      if (sq_recipe_resolve(r, names[i], i < 3 ? "Linear" : "Embedding", &res) != SQ_OK)
+        __builtin_trap();
     }
     char buf[4096];
     FILE *f = fmemopen(buf, sizeof buf, "w");

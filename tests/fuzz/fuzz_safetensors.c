@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * so that mutations of the text are not wasted on the length check. */
     sq_error_clear();
     sq_st_file *g = NULL;
-    if (sq_st_parse_header("fuzz.safetensors", (const char *)data + 8, size - 8, n & 0xfff, &g) == SQ_OK)
+    if (sq_st_parse_header("fuzz.safetensors", (const char *)data + 8, size - 8, n & 0xfff, &g) ==
+        SQ_OK)
       sq_st_close(g);
     else if (!sq_error_message()[0] || strchr(sq_error_message(), '\n'))
       abort();
@@ -29,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   sq_error_clear();
   sq_st_file *f = NULL;
-  sq_status st = sq_st_parse_header("fuzz.safetensors", (const char *)data + 8, (size_t)n, size - 8 - n, &f);
+  sq_status st =
+      sq_st_parse_header("fuzz.safetensors", (const char *)data + 8, (size_t)n, size - 8 - n, &f);
   if (st != SQ_OK) {
     if (!sq_error_message()[0] || strchr(sq_error_message(), '\n')) abort(); /* one line, always */
     return 0;
@@ -39,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const sq_st_tensor *t = sq_st_at(f, i);
     /* Invariants the validator promises. */
     if (t->begin != pos || t->end < t->begin || sq_st_find(f, t->name) != t) abort();
-    if (t->nelem * sq_dtype_size(t->dtype) != t->end - t->begin || t->ndim > SQ_ST_MAX_DIMS) abort();
+    if (t->nelem * sq_dtype_size(t->dtype) != t->end - t->begin || t->ndim > SQ_ST_MAX_DIMS)
+      abort();
     pos = t->end;
   }
   if (pos != size - 8 - n) abort();

@@ -43,7 +43,9 @@ static void nv_rmsnorm(const double *x, const float *w, int64_t rows, int64_t d,
   }
 }
 
-static inline double nv_silu(double g) { return g * (1.0 / (1.0 + exp(-g))); }
+static inline double nv_silu(double g) {
+  return g * (1.0 / (1.0 + exp(-g)));
+}
 
 /* RoPE from the formula: pairs (i, i + hd/2) of each head rotated by pos * inv[i],
  * inv given in double (the caller supplies the scaling), pos = row % T. */
@@ -82,7 +84,8 @@ static void nv_attention(const double *q, const double *k, const double *v, int6
         double *oi = out + (b * T + i) * H * hd + h * hd;
         for (int64_t e = 0; e < hd; e++) {
           double acc = 0;
-          for (int64_t j = 0; j <= i; j++) acc += p[j] / sum * v[(b * T + j) * KV * hd + g * hd + e];
+          for (int64_t j = 0; j <= i; j++)
+            acc += p[j] / sum * v[(b * T + j) * KV * hd + g * hd + e];
           oi[e] = acc;
         }
       }

@@ -57,7 +57,8 @@ int main(void) {
   compare("rmsnorm", dx, y, (size_t)(B * T * d), 1e-6, 1e-5);
 
   /* Linear with bias */
-  float *W = nv_alloc_rand((size_t)(dout * d), &s, 0.5f), *bias = nv_alloc_rand((size_t)dout, &s, 1.0f);
+  float *W = nv_alloc_rand((size_t)(dout * d), &s, 0.5f),
+        *bias = nv_alloc_rand((size_t)dout, &s, 1.0f);
   float *Y = malloc((size_t)(B * T * dout) * sizeof(float));
   sq_fwd_linear(x, B * T, d, W, dout, bias, Y);
   float *dx2 = to_dev(x, (size_t)(B * T * d)), *dW = to_dev(W, (size_t)(dout * d));
@@ -68,8 +69,13 @@ int main(void) {
   compare("linear", dY, Y, (size_t)(B * T * dout), 1e-4, 1e-5);
 
   /* RoPE (llama3 tables) */
-  sq_rope_cfg rc = {.type = SQ_ROPE_LLAMA3, .head_dim = (int)hd, .theta = 500000.0, .factor = 8.0,
-                    .low_freq_factor = 1.0, .high_freq_factor = 4.0, .original_max_position = 8192};
+  sq_rope_cfg rc = {.type = SQ_FWD_ROPE_LLAMA3,
+                    .head_dim = (int)hd,
+                    .theta = 500000.0,
+                    .factor = 8.0,
+                    .low_freq_factor = 1.0,
+                    .high_freq_factor = 4.0,
+                    .original_max_position = 8192};
   sq_rope r = {0};
   SQ_EXPECT_EQ_INT(sq_fwd_rope_init(&r, &rc, T), SQ_OK);
   float *q = nv_alloc_rand((size_t)n, &s, 2.0f);

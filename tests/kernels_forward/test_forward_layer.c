@@ -50,8 +50,7 @@ typedef struct naive_out {
 
 static void naive_layer(const model *m, const float *x, const double *inv, double eps,
                         naive_out *n) {
-  static double q[ROWS * H * HD], h[ROWS * HID], tmp[ROWS * HID], g[ROWS * INTER],
-      u[ROWS * INTER];
+  static double q[ROWS * H * HD], h[ROWS * HID], tmp[ROWS * HID], g[ROWS * INTER], u[ROWS * INTER];
   double *xd = nv_to_double(x, ROWS * HID);
   nv_rmsnorm(xd, m->an, ROWS, HID, eps, n->xn);
   nv_linear(n->xn, ROWS, HID, m->q, H * HD, m->qb, q);
@@ -94,12 +93,24 @@ static sq_status record(rec *r, int i, const float *X, int64_t rows, int64_t col
   if (r->fail_at == i) return sq_error_set(SQ_ERR_NOMEM, "hook %d: out of memory (test)", i);
   return SQ_OK;
 }
-static sq_status h0(void *u, const float *X, int64_t r, int64_t c) { return record(u, 0, X, r, c); }
-static sq_status h1(void *u, const float *X, int64_t r, int64_t c) { return record(u, 1, X, r, c); }
-static sq_status h2(void *u, const float *X, int64_t r, int64_t c) { return record(u, 2, X, r, c); }
-static sq_status h3(void *u, const float *X, int64_t r, int64_t c) { return record(u, 3, X, r, c); }
-static sq_status h4(void *u, const float *X, int64_t r, int64_t c) { return record(u, 4, X, r, c); }
-static sq_status h5(void *u, const float *X, int64_t r, int64_t c) { return record(u, 5, X, r, c); }
+static sq_status h0(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 0, X, r, c);
+}
+static sq_status h1(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 1, X, r, c);
+}
+static sq_status h2(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 2, X, r, c);
+}
+static sq_status h3(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 3, X, r, c);
+}
+static sq_status h4(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 4, X, r, c);
+}
+static sq_status h5(void *u, const float *X, int64_t r, int64_t c) {
+  return record(u, 5, X, r, c);
+}
 
 static void expect_close(const char *what, const float *got, const double *ref, size_t n,
                          double atol, double rtol) {
@@ -119,8 +130,12 @@ int main(void) {
   float *x = nv_alloc_rand(ROWS * HID, &s, 1.5f);
   const float eps = 1e-5f;
 
-  sq_rope_cfg rc = {.type = SQ_ROPE_LLAMA3, .head_dim = HD, .theta = 500000.0, .factor = 8.0,
-                    .low_freq_factor = 1.0, .high_freq_factor = 4.0,
+  sq_rope_cfg rc = {.type = SQ_FWD_ROPE_LLAMA3,
+                    .head_dim = HD,
+                    .theta = 500000.0,
+                    .factor = 8.0,
+                    .low_freq_factor = 1.0,
+                    .high_freq_factor = 4.0,
                     .original_max_position = 8192};
   sq_rope rope = {0};
   SQ_EXPECT_EQ_INT(sq_fwd_rope_init(&rope, &rc, 32), SQ_OK);
@@ -128,19 +143,35 @@ int main(void) {
   double inv[HD / 2];
   for (int i = 0; i < HD / 2; i++) {
     double f = pow(500000.0, -(2.0 * i) / HD), wl = 2 * M_PI / f;
-    if (wl < 8192.0 / 4.0) inv[i] = f;
-    else if (wl > 8192.0) inv[i] = f / 8.0;
+    if (wl < 8192.0 / 4.0)
+      inv[i] = f;
+    else if (wl > 8192.0)
+      inv[i] = f / 8.0;
     else {
       double sm = (8192.0 / wl - 1.0) / 3.0;
       inv[i] = (1 - sm) * f / 8.0 + sm * f;
     }
   }
 
-  sq_fwd_layer_cfg cfg = {.hidden = HID, .n_heads = H, .n_kv_heads = KV, .head_dim = HD,
-                          .intermediate = INTER, .eps = eps, .rope = &rope};
-  sq_fwd_layer_weights w = {.attn_norm = m.an, .q = m.q, .k = m.k, .v = m.v, .o = m.o,
-                            .q_bias = m.qb, .k_bias = m.kb, .v_bias = m.vb, .mlp_norm = m.mn,
-                            .gate = m.g, .up = m.u, .down = m.d};
+  sq_fwd_layer_cfg cfg = {.hidden = HID,
+                          .n_heads = H,
+                          .n_kv_heads = KV,
+                          .head_dim = HD,
+                          .intermediate = INTER,
+                          .eps = eps,
+                          .rope = &rope};
+  sq_fwd_layer_weights w = {.attn_norm = m.an,
+                            .q = m.q,
+                            .k = m.k,
+                            .v = m.v,
+                            .o = m.o,
+                            .q_bias = m.qb,
+                            .k_bias = m.kb,
+                            .v_bias = m.vb,
+                            .mlp_norm = m.mn,
+                            .gate = m.g,
+                            .up = m.u,
+                            .down = m.d};
   size_t wsb = sq_fwd_layer_workspace_bytes(&cfg, B, T);
   SQ_EXPECT(wsb > 0);
   void *ws = malloc(wsb); /* exactly the advertised size: ASan catches overruns */
@@ -182,8 +213,10 @@ int main(void) {
   for (int row = 0; row < ROWS; row++)
     for (int e = 0; e < HID; e++) {
       double d = fabs(y2[row * HID + e] - y[row * HID + e]);
-      if (row < T + t + 1) before = fmax(before, d);
-      else after = fmax(after, d);
+      if (row < T + t + 1)
+        before = fmax(before, d);
+      else
+        after = fmax(after, d);
     }
   SQ_EXPECT_MSG(before <= 1e-6, "causal: rows before the change moved by %g", before);
   SQ_EXPECT_MSG(after > 1e-3, "causal: rows from the change on did not move (%g)", after);

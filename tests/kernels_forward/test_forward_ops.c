@@ -50,7 +50,8 @@ static void test_linear_silu_softmax(void) {
   uint64_t s = 5;
   const int64_t rows = 7, din = 33, dout = 19;
   float *X = nv_alloc_rand((size_t)(rows * din), &s, 1.0f);
-  float *W = nv_alloc_rand((size_t)(dout * din), &s, 1.0f), *b = nv_alloc_rand((size_t)dout, &s, 1.0f);
+  float *W = nv_alloc_rand((size_t)(dout * din), &s, 1.0f),
+        *b = nv_alloc_rand((size_t)dout, &s, 1.0f);
   float *Y = malloc((size_t)(rows * dout) * sizeof(float));
   double *Xd = nv_to_double(X, (size_t)(rows * din)), *Yd = malloc((size_t)(rows * dout) * 8);
   for (int with_bias = 0; with_bias < 2; with_bias++) {
@@ -78,7 +79,7 @@ static void test_linear_silu_softmax(void) {
  * double angle t*inv by at most ~3 ulp of it (inv_freq's powf and division, the
  * product's rounding): tolerance 1e-6 + 4e-7 * t * inv * |x|max, per element. */
 static void test_rope_default(void) {
-  sq_rope_cfg cfg = {.type = SQ_ROPE_DEFAULT, .head_dim = 64, .theta = 10000.0};
+  sq_rope_cfg cfg = {.type = SQ_FWD_ROPE_DEFAULT, .head_dim = 64, .theta = 10000.0};
   sq_rope r = {0};
   const int64_t T = 300, B = 2, H = 3, hd = 64;
   SQ_EXPECT_EQ_INT(sq_fwd_rope_init(&r, &cfg, T), SQ_OK);
@@ -124,8 +125,12 @@ static void test_rope_default(void) {
  *  i = 40: inv = 5e5^(-80/128) = 2.74248176e-4, wavelen 22910.6 > 8192 -> /8 = 3.42810220e-5
  *  i = 63: inv = 5e5^(-126/128) = 2.45514079e-6 -> /8 = 3.06892599e-7 */
 static void test_rope_llama3_linear(void) {
-  sq_rope_cfg cfg = {.type = SQ_ROPE_LLAMA3, .head_dim = 128, .theta = 500000.0, .factor = 8.0,
-                     .low_freq_factor = 1.0, .high_freq_factor = 4.0,
+  sq_rope_cfg cfg = {.type = SQ_FWD_ROPE_LLAMA3,
+                     .head_dim = 128,
+                     .theta = 500000.0,
+                     .factor = 8.0,
+                     .low_freq_factor = 1.0,
+                     .high_freq_factor = 4.0,
                      .original_max_position = 8192};
   float inv[64];
   SQ_EXPECT_EQ_INT(sq_fwd_rope_inv_freq(&cfg, inv), SQ_OK);
@@ -137,7 +142,7 @@ static void test_rope_llama3_linear(void) {
   /* the smooth band is monotone between its two ends */
   for (int i = 1; i < 64; i++) SQ_EXPECT(inv[i] < inv[i - 1]);
   /* linear: every inverse frequency divided by the factor */
-  sq_rope_cfg lin = {.type = SQ_ROPE_LINEAR, .head_dim = 16, .theta = 10000.0, .factor = 4.0};
+  sq_rope_cfg lin = {.type = SQ_FWD_ROPE_LINEAR, .head_dim = 16, .theta = 10000.0, .factor = 4.0};
   sq_rope r = {0};
   SQ_EXPECT_EQ_INT(sq_fwd_rope_init(&r, &lin, 50), SQ_OK);
   for (int i = 0; i < 8; i++) {
@@ -182,12 +187,15 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
   for (int64_t r = 0; r < T; r++)
     for (int64_t e = 0; e < H * hd; e++) {
       double d = fabs(out2[r * H * hd + e] - out[r * H * hd + e]);
-      if (r <= t) before = fmax(before, d);
-      else after = fmax(after, d);
+      if (r <= t)
+        before = fmax(before, d);
+      else
+        after = fmax(after, d);
     }
   SQ_EXPECT_MSG(before <= 1e-6, "causal: outputs at <= t changed by %g", before);
   if (t + 1 < T) SQ_EXPECT_MSG(after > 1e-3, "causal: outputs after t did not change (%g)", after);
-  free(q), free(k), free(v), free(out), free(out2), free(ws), free(qd), free(kd), free(vd), free(od);
+  free(q), free(k), free(v), free(out), free(out2), free(ws), free(qd), free(kd), free(vd),
+      free(od);
 }
 
 static void test_attention(void) {
@@ -195,6 +203,7 @@ static void test_attention(void) {
   check_attention(2, 37, 6, 2, 16); /* GQA, 3 heads per kv head */
   check_attention(1, 20, 4, 1, 8);  /* MQA */
   check_attention(1, 1, 2, 1, 4);   /* one token */
+  check_attention(2, 600, 2, 1, 8); /* several query blocks of 256 */
   float x = 0;
   SQ_EXPECT_EQ_INT(sq_fwd_attention(&x, &x, &x, 1, 1, 6, 4, 4, &x, &x), SQ_ERR_ARG);
   sq_error_clear();
@@ -237,7 +246,8 @@ static void test_nll(void) {
 static void test_logits(void) {
   uint64_t s = 17;
   const int64_t rows = 4, hid = 24, V = 50;
-  float *x = nv_alloc_rand((size_t)(rows * hid), &s, 2.0f), *nw = nv_alloc_rand((size_t)hid, &s, 1.0f);
+  float *x = nv_alloc_rand((size_t)(rows * hid), &s, 2.0f),
+        *nw = nv_alloc_rand((size_t)hid, &s, 1.0f);
   float *lm = nv_alloc_rand((size_t)(V * hid), &s, 0.3f);
   float *xn = malloc((size_t)(rows * hid) * 4), *lg = malloc((size_t)(rows * V) * 4);
   double *xd = nv_to_double(x, (size_t)(rows * hid)), *xnd = malloc((size_t)(rows * hid) * 8);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/fsio.h"
+#include "common/log.h"
 #include "sharding/checkpoint.h"
 #include "sharding/safetensors.h"
 #include "test_util.h"
@@ -44,7 +45,9 @@ static float ref_f32(const uint8_t *p) {
   return f;
 }
 
-static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+static int same_float(float a, float b) {
+  return (isnan(a) && isnan(b)) || a == b;
+}
 
 /* ---- the tensors ---- */
 
@@ -86,11 +89,16 @@ static void make_cases(void) {
 
 static float ref_elem(const tcase *c, size_t i) {
   switch (c->dt) {
-    case SQ_DTYPE_BF16: return ref_bf16(c->bytes + 2 * i);
-    case SQ_DTYPE_F16: return ref_f16(c->bytes + 2 * i);
-    case SQ_DTYPE_F32: return ref_f32(c->bytes + 4 * i);
-    case SQ_DTYPE_F8_E4M3: return ref_e4m3(c->bytes[i]);
-    default: return NAN;
+    case SQ_DTYPE_BF16:
+      return ref_bf16(c->bytes + 2 * i);
+    case SQ_DTYPE_F16:
+      return ref_f16(c->bytes + 2 * i);
+    case SQ_DTYPE_F32:
+      return ref_f32(c->bytes + 4 * i);
+    case SQ_DTYPE_F8_E4M3:
+      return ref_e4m3(c->bytes[i]);
+    default:
+      return NAN;
   }
 }
 
@@ -114,7 +122,8 @@ static sq_status write_file(const char *path, size_t first, size_t last, int rev
   if (st != SQ_OK) return st;
   SQ_EXPECT_EQ_INT(sq_st_writer_set_metadata(w, "producer", "test"), SQ_OK);
   for (size_t i = first; i < last; ++i)
-    SQ_EXPECT_EQ_INT(sq_st_writer_declare(w, cases[i].name, cases[i].dt, cases[i].ndim, cases[i].shape), SQ_OK);
+    SQ_EXPECT_EQ_INT(
+        sq_st_writer_declare(w, cases[i].name, cases[i].dt, cases[i].ndim, cases[i].shape), SQ_OK);
   uint64_t predicted = sq_st_writer_total_bytes(w);
   for (size_t k = first; k < last; ++k) { /* any order works */
     size_t i = reverse ? last - 1 - (k - first) : k;
@@ -136,14 +145,18 @@ static void check_layout(const char *path) {
   for (int k = 7; k >= 0; --k) n = (n << 8) | (uint8_t)buf[k];
   SQ_EXPECT((8 + n) % 8 == 0);
   SQ_EXPECT(8 + n <= len);
-  SQ_EXPECT(strncmp(buf + 8, "{\"__metadata__\":{\"format\":\"pt\",\"producer\":\"test\"},\"model.embed_tokens.weight\":"
-                             "{\"dtype\":\"BF16\",\"shape\":[7,5],\"data_offsets\":[0,70]}",
-                    strlen("{\"__metadata__\":{\"format\":\"pt\",\"producer\":\"test\"},\"model.embed_tokens.weight\":"
+  SQ_EXPECT(strncmp(buf + 8,
+                    "{\"__metadata__\":{\"format\":\"pt\",\"producer\":\"test\"},\"model.embed_"
+                    "tokens.weight\":"
+                    "{\"dtype\":\"BF16\",\"shape\":[7,5],\"data_offsets\":[0,70]}",
+                    strlen("{\"__metadata__\":{\"format\":\"pt\",\"producer\":\"test\"},\"model."
+                           "embed_tokens.weight\":"
                            "{\"dtype\":\"BF16\",\"shape\":[7,5],\"data_offsets\":[0,70]}")) == 0);
   SQ_EXPECT(buf[8 + n - 1] == ' ' || buf[8 + n - 1] == '}');
   size_t pos = 8 + n;
   for (size_t i = 0; i < NCASES; ++i) { /* data in declaration order, no gaps */
-    SQ_EXPECT_MSG(memcmp(buf + pos, cases[i].bytes, cases[i].nbytes) == 0, "data of %s", cases[i].name);
+    SQ_EXPECT_MSG(memcmp(buf + pos, cases[i].bytes, cases[i].nbytes) == 0, "data of %s",
+                  cases[i].name);
     pos += cases[i].nbytes;
   }
   SQ_EXPECT_EQ_INT(pos, len);
@@ -159,7 +172,8 @@ static void check_file(const char *path) {
   SQ_EXPECT(strcmp(sq_st_metadata(f, "producer"), "test") == 0);
   SQ_EXPECT(sq_st_metadata(f, "nope") == NULL);
   SQ_EXPECT(sq_st_find(f, "nope") == NULL);
-  for (size_t i = 1; i < sq_st_count(f); ++i) SQ_EXPECT(sq_st_at(f, i - 1)->end == sq_st_at(f, i)->begin);
+  for (size_t i = 1; i < sq_st_count(f); ++i)
+    SQ_EXPECT(sq_st_at(f, i - 1)->end == sq_st_at(f, i)->begin);
   for (size_t i = 0; i < NCASES; ++i) {
     const tcase *c = &cases[i];
     const sq_st_tensor *t = sq_st_find(f, c->name);
@@ -177,7 +191,8 @@ static void check_file(const char *path) {
     sq_error_clear();
     SQ_EXPECT_EQ_INT(sq_st_read_raw(f, t, 1, raw, c->nbytes), SQ_ERR_ARG);
     free(raw);
-    float *full = malloc((c->nelem + 1) * sizeof(float)), *rows = malloc((c->nelem + 1) * sizeof(float));
+    float *full = malloc((c->nelem + 1) * sizeof(float)),
+          *rows = malloc((c->nelem + 1) * sizeof(float));
     if (!is_float(c->dt)) {
       sq_error_clear();
       SQ_EXPECT_EQ_INT(sq_st_read_f32(f, t, full, c->nelem), SQ_ERR_UNSUPPORTED);
@@ -185,7 +200,8 @@ static void check_file(const char *path) {
     } else {
       SQ_EXPECT_EQ_INT(sq_st_read_f32(f, t, full, c->nelem), SQ_OK);
       for (size_t k = 0; k < c->nelem; ++k)
-        SQ_EXPECT_MSG(same_float(full[k], ref_elem(c, k)), "%s[%zu]: %g vs %g", c->name, k, full[k], ref_elem(c, k));
+        SQ_EXPECT_MSG(same_float(full[k], ref_elem(c, k)), "%s[%zu]: %g vs %g", c->name, k, full[k],
+                      ref_elem(c, k));
       sq_error_clear();
       SQ_EXPECT_EQ_INT(sq_st_read_f32(f, t, full, c->nelem + 1), SQ_ERR_ARG);
       if (c->ndim >= 1) {
@@ -263,7 +279,8 @@ static void test_write_f32(const char *dir) {
   const char *names[4] = {"f32", "f16", "bf16", "f8"};
   sq_st_writer *w;
   SQ_EXPECT_EQ_INT(sq_st_writer_create(path, &w), SQ_OK);
-  for (int k = 0; k < 4; ++k) SQ_EXPECT_EQ_INT(sq_st_writer_declare(w, names[k], dts[k], 2, (int64_t[]){2, 3}), SQ_OK);
+  for (int k = 0; k < 4; ++k)
+    SQ_EXPECT_EQ_INT(sq_st_writer_declare(w, names[k], dts[k], 2, (int64_t[]){2, 3}), SQ_OK);
   for (int k = 0; k < 4; ++k) SQ_EXPECT_EQ_INT(sq_st_writer_write_f32(w, names[k], src), SQ_OK);
   SQ_EXPECT_EQ_INT(sq_st_writer_commit(w), SQ_OK);
   sq_st_writer_free(w);
@@ -320,7 +337,8 @@ static void test_checkpoint(const char *dir) {
     if (is_float(cases[i].dt)) {
       float *v = malloc((cases[i].nelem + 1) * 4);
       SQ_EXPECT_EQ_INT(sq_ckpt_read_f32(c, cases[i].name, v, cases[i].nelem), SQ_OK);
-      for (size_t k = 0; k < cases[i].nelem; ++k) SQ_EXPECT(same_float(v[k], ref_elem(&cases[i], k)));
+      for (size_t k = 0; k < cases[i].nelem; ++k)
+        SQ_EXPECT(same_float(v[k], ref_elem(&cases[i], k)));
       free(v);
     }
   }
@@ -349,7 +367,7 @@ static void test_checkpoint(const char *dir) {
   snprintf(want, sizeof want, "\"total_size\": %llu", (unsigned long long)tensor_bytes);
   SQ_EXPECT(strstr(json, want) != NULL);
   const char *prevname = "";
-  for (const char *p = strstr(json, "weight_map"); p && (p = strstr(p, "\n    \"")); ) {
+  for (const char *p = strstr(json, "weight_map"); p && (p = strstr(p, "\n    \""));) {
     p += 6;
     SQ_EXPECT(strncmp(prevname, p, strcspn(p, "\"")) < 0);
     prevname = p;
@@ -368,9 +386,11 @@ static void test_checkpoint(const char *dir) {
   free(ipath);
   /* Duplicate names are refused. */
   sq_error_clear();
-  SQ_EXPECT_EQ_INT(sq_ckpt_write_index(dir, 2, (const char *[]){"a", "a"}, (const char *[]){"x", "y"}, 0),
+  SQ_EXPECT_EQ_INT(
+      sq_ckpt_write_index(dir, 2, (const char *[]){"a", "a"}, (const char *[]){"x", "y"}, 0),
+      SQ_ERR_ARG);
+  SQ_EXPECT_EQ_INT(sq_ckpt_write_index(dir, 1, (const char *[]){"a"}, (const char *[]){"../x"}, 0),
                    SQ_ERR_ARG);
-  SQ_EXPECT_EQ_INT(sq_ckpt_write_index(dir, 1, (const char *[]){"a"}, (const char *[]){"../x"}, 0), SQ_ERR_ARG);
 }
 
 static void test_single_file_ckpt(const char *dir) {
@@ -386,19 +406,76 @@ static void test_single_file_ckpt(const char *dir) {
   free(p);
 }
 
+/* 40k tensors over 4 shards (DeepSeek-V3 has ~92k): everything found, in
+ * time that rules out quadratic lookups (timed in the log, not asserted). */
+static void test_many(const char *dir) {
+  enum { N = 40000, SHARDS = 4 };
+  char **names = malloc(N * sizeof *names);
+  const char **files = malloc(N * sizeof *files);
+  char shard_names[SHARDS][64];
+  double t0 = sq_time_now();
+  for (int s = 0; s < SHARDS; ++s) {
+    snprintf(shard_names[s], sizeof shard_names[s], "model-%05d-of-%05d.safetensors", s + 1,
+             SHARDS);
+    char *p = sq_fs_join(dir, shard_names[s]);
+    sq_st_writer *w;
+    SQ_EXPECT_EQ_INT(sq_st_writer_create(p, &w), SQ_OK);
+    for (int i = s; i < N; i += SHARDS) {
+      char buf[96];
+      snprintf(buf, sizeof buf, "model.layers.%d.mlp.experts.%d.down_proj.weight", i / 256,
+               i % 256);
+      names[i] = strdup(buf);
+      files[i] = shard_names[s];
+      SQ_EXPECT_EQ_INT(sq_st_writer_declare(w, names[i], SQ_DTYPE_I32, 1, (int64_t[]){1}), SQ_OK);
+    }
+    for (int i = s; i < N; i += SHARDS)
+      SQ_EXPECT_EQ_INT(sq_st_writer_write(w, names[i], &i), SQ_OK);
+    SQ_EXPECT_EQ_INT(sq_st_writer_commit(w), SQ_OK);
+    sq_st_writer_free(w);
+    free(p);
+  }
+  SQ_EXPECT_EQ_INT(sq_ckpt_write_index(dir, N, (const char *const *)names, files, 4ull * N), SQ_OK);
+  double t1 = sq_time_now();
+  sq_ckpt *c;
+  SQ_EXPECT_EQ_INT(sq_ckpt_open(dir, &c), SQ_OK);
+  double t2 = sq_time_now();
+  if (c) {
+    SQ_EXPECT_EQ_INT(sq_ckpt_count(c), N);
+    for (int i = 0; i < N; ++i) {
+      const sq_st_file *f;
+      const sq_st_tensor *t = sq_ckpt_find(c, names[i], &f);
+      SQ_EXPECT_MSG(t != NULL, "find %s", names[i]);
+      if (t && i % 997 == 0) { /* spot-check contents */
+        int32_t v = -1;
+        SQ_EXPECT_EQ_INT(sq_st_read_raw(f, t, 0, &v, 4), SQ_OK);
+        SQ_EXPECT_EQ_INT(v, i);
+      }
+    }
+    sq_ckpt_close(c);
+  }
+  double t3 = sq_time_now();
+  fprintf(stderr, "%d tensors / %d shards: write %.2f s, open+validate %.2f s, all finds %.3f s\n",
+          N, SHARDS, t1 - t0, t2 - t1, t3 - t2);
+  for (int i = 0; i < N; ++i) free(names[i]);
+  free(names);
+  free(files);
+}
+
 int main(void) {
   make_cases();
   char *d1 = sq_test_tmpdir("st-single"), *d2 = sq_test_tmpdir("st-uncommitted"),
-       *d3 = sq_test_tmpdir("st-ckpt"), *d4 = sq_test_tmpdir("st-ckpt1");
+       *d3 = sq_test_tmpdir("st-ckpt"), *d4 = sq_test_tmpdir("st-ckpt1"),
+       *d5 = sq_test_tmpdir("st-many");
   test_single(d1);
   test_write_f32(d1);
   test_uncommitted(d2);
   test_checkpoint(d3);
   test_single_file_ckpt(d4);
+  test_many(d5);
   for (size_t i = 0; i < NCASES; ++i) free(cases[i].bytes);
   char cmd[4096];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", d1, d2, d3, d4);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s' '%s'", d1, d2, d3, d4, d5);
   if (!sq_test_failures && system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
-  free(d1), free(d2), free(d3), free(d4);
+  free(d1), free(d2), free(d3), free(d4), free(d5);
   return sq_test_result("test_safetensors_roundtrip");
 }

@@ -216,6 +216,8 @@ static void test_errors(void) {
   expect_error(BASE_HEAD "\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": "
                          "-2, \"num_attention_heads\": 4, \"vocab_size\": 100}",
                SQ_ERR_FORMAT, "key 'num_hidden_layers' must be a positive integer (got -2)");
+  expect_error(BASE_HEAD "\"hidden_size\": 4294967296, " BASE_DIMS "}", SQ_ERR_FORMAT,
+               "key 'hidden_size' must be below 2^31 (got 4294967296)");
   expect_error(BASE_HEAD "\"hidden_size\": 32.0, " BASE_DIMS "}", SQ_ERR_FORMAT,
                "key 'hidden_size' must be a positive integer (got 32.0)");
   expect_error(BASE_HEAD "\"hidden_size\": 32, \"num_key_value_heads\": 3, " BASE_DIMS "}",

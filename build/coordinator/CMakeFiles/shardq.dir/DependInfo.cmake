@@ -14,6 +14,11 @@ set(CMAKE_DEPENDS_DEPENDENCY_FILES
 # Targets to which this target links.
 set(CMAKE_TARGET_LINKED_INFO_FILES
   "/work/main/build/coordinator/CMakeFiles/sq_coordinator.dir/DependInfo.cmake"
+  "/work/main/build/worker/CMakeFiles/sq_worker.dir/DependInfo.cmake"
+  "/work/main/build/sharding/CMakeFiles/sq_sharding.dir/DependInfo.cmake"
+  "/work/main/build/kernels/CMakeFiles/sq_kernels.dir/DependInfo.cmake"
+  "/work/main/build/kernels/CMakeFiles/sq_kernels_cuda.dir/DependInfo.cmake"
+  "/work/main/build/recipes/CMakeFiles/sq_recipes.dir/DependInfo.cmake"
   "/work/main/build/common/CMakeFiles/sq_common.dir/DependInfo.cmake"
   )
 

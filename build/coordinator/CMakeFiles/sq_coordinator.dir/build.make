@@ -209,6 +209,34 @@ coordinator/CMakeFiles/sq_coordinator.dir/cmd_synth.c.s: cmake_force
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/sq_coordinator.dir/cmd_synth.c.s"
 	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/coordinator/cmd_synth.c -o CMakeFiles/sq_coordinator.dir/cmd_synth.c.s
 
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o: coordinator/CMakeFiles/sq_coordinator.dir/flags.make
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o: /work/main/coordinator/quantize_output.c
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o: coordinator/CMakeFiles/sq_coordinator.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_11) "Building C object coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o -MF CMakeFiles/sq_coordinator.dir/quantize_output.c.o.d -o CMakeFiles/sq_coordinator.dir/quantize_output.c.o -c /work/main/coordinator/quantize_output.c
+
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/sq_coordinator.dir/quantize_output.c.i"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/coordinator/quantize_output.c > CMakeFiles/sq_coordinator.dir/quantize_output.c.i
+
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/sq_coordinator.dir/quantize_output.c.s"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/coordinator/quantize_output.c -o CMakeFiles/sq_coordinator.dir/quantize_output.c.s
+
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o: coordinator/CMakeFiles/sq_coordinator.dir/flags.make
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o: /work/main/coordinator/quantize_plan.c
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o: coordinator/CMakeFiles/sq_coordinator.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_12) "Building C object coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o -MF CMakeFiles/sq_coordinator.dir/quantize_plan.c.o.d -o CMakeFiles/sq_coordinator.dir/quantize_plan.c.o -c /work/main/coordinator/quantize_plan.c
+
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/sq_coordinator.dir/quantize_plan.c.i"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/coordinator/quantize_plan.c > CMakeFiles/sq_coordinator.dir/quantize_plan.c.i
+
+coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/sq_coordinator.dir/quantize_plan.c.s"
+	cd /work/main/build/coordinator && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/coordinator/quantize_plan.c -o CMakeFiles/sq_coordinator.dir/quantize_plan.c.s
+
 # Object files for target sq_coordinator
 sq_coordinator_OBJECTS = \
 "CMakeFiles/sq_coordinator.dir/cli.c.o" \
@@ -220,7 +248,9 @@ sq_coordinator_OBJECTS = \
 "CMakeFiles/sq_coordinator.dir/cmd_recipe.c.o" \
 "CMakeFiles/sq_coordinator.dir/cmd_status.c.o" \
 "CMakeFiles/sq_coordinator.dir/cmd_submit.c.o" \
-"CMakeFiles/sq_coordinator.dir/cmd_synth.c.o"
+"CMakeFiles/sq_coordinator.dir/cmd_synth.c.o" \
+"CMakeFiles/sq_coordinator.dir/quantize_output.c.o" \
+"CMakeFiles/sq_coordinator.dir/quantize_plan.c.o"
 
 # External object files for target sq_coordinator
 sq_coordinator_EXTERNAL_OBJECTS =
@@ -235,9 +265,11 @@ coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/cmd_r
 coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/cmd_status.c.o
 coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/cmd_submit.c.o
 coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/cmd_synth.c.o
+coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/quantize_output.c.o
+coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/quantize_plan.c.o
 coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/build.make
 coordinator/libsq_coordinator.a: coordinator/CMakeFiles/sq_coordinator.dir/link.txt
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_11) "Linking C static library libsq_coordinator.a"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_13) "Linking CUDA static library libsq_coordinator.a"
 	cd /work/main/build/coordinator && $(CMAKE_COMMAND) -P CMakeFiles/sq_coordinator.dir/cmake_clean_target.cmake
 	cd /work/main/build/coordinator && $(CMAKE_COMMAND) -E cmake_link_script CMakeFiles/sq_coordinator.dir/link.txt --verbose=$(VERBOSE)
 

@@ -19,6 +19,10 @@ file(REMOVE_RECURSE
   "CMakeFiles/sq_coordinator.dir/cmd_submit.c.o.d"
   "CMakeFiles/sq_coordinator.dir/cmd_synth.c.o"
   "CMakeFiles/sq_coordinator.dir/cmd_synth.c.o.d"
+  "CMakeFiles/sq_coordinator.dir/quantize_output.c.o"
+  "CMakeFiles/sq_coordinator.dir/quantize_output.c.o.d"
+  "CMakeFiles/sq_coordinator.dir/quantize_plan.c.o"
+  "CMakeFiles/sq_coordinator.dir/quantize_plan.c.o.d"
   "libsq_coordinator.a"
   "libsq_coordinator.pdb"
 )

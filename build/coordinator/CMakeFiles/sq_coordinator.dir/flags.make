@@ -4,7 +4,7 @@
 # compile C with /usr/bin/cc
 C_DEFINES = -DSHARDQ_HAVE_CUDA=1 -DSHARDQ_VERSION=\"0.1.0\" -D_GNU_SOURCE
 
-C_INCLUDES = -I/work/main -isystem /usr/include/x86_64-linux-gnu/openblas-pthread -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -isystem /usr/lib/x86_64-linux-gnu/openmpi/include/openmpi -isystem /usr/include/hdf5/openmpi -isystem /usr/local/cuda/include
+C_INCLUDES = -I/work/main -isystem /usr/include/x86_64-linux-gnu/openblas-pthread -isystem /usr/local/cuda/include -isystem /usr/lib/x86_64-linux-gnu/openmpi/include -isystem /usr/lib/x86_64-linux-gnu/openmpi/include/openmpi -isystem /usr/include/hdf5/openmpi
 
 C_FLAGS = -O2 -g -DNDEBUG -Wall -Wextra -std=c11
 
