@@ -2,6 +2,7 @@
 #include "common/fsio.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -66,7 +67,10 @@ char *sq_fs_temp_name(const char *final_path) {
     const char *dir = dirname(c1), *base = basename(c2);
     size_t len = strlen(dir) + strlen(base) + 64;
     out = (char *)malloc(len);
-    if (out) snprintf(out, len, "%s/.%s.tmp.%ld", dir, base, (long)getpid());
+    /* pid + a per-process counter: two writers of one process never share a temp. */
+    static _Atomic unsigned long counter;
+    unsigned long n = counter++;
+    if (out) snprintf(out, len, "%s/.%s.tmp.%ld.%lu", dir, base, (long)getpid(), n);
   }
   free(c1);
   free(c2);

@@ -20,7 +20,7 @@ sq_status sq_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t offset
 /* fsync the directory that holds path (or path itself if it is a directory). */
 sq_status sq_fs_fsync_dir_of(const char *path);
 /* Temporary name for a file that will be published as final_path:
- * "<dir>/.<base>.tmp.<pid>". Caller frees. */
+ * "<dir>/.<base>.tmp.<pid>.<n>". Caller frees. */
 char *sq_fs_temp_name(const char *final_path);
 /* fsync fd, close it, rename tmp_path to final_path, fsync the directory. The
  * fd is closed in every case. */

@@ -50,7 +50,8 @@ static void sq_insp_add(sq_insp_sums *s, const sq_insp_tensor *t) {
   if (t->dtype > SQ_DTYPE_INVALID && t->dtype < SQ_DTYPE_COUNT)
     s->dtype_bytes[t->dtype] += sq_insp_bytes(t);
   if (sq_tensor_role_of(t->name, t->ndim) == SQ_ROLE_LINEAR && t->nelem > 0) {
-    uint64_t cols = (uint64_t)t->shape[t->ndim - 1], rows = t->nelem / cols;
+    /* 2-D (d_out, d_in); 3-D fused expert stacks (Llama-4) are (E, d_in, d_out). */
+    uint64_t cols = (uint64_t)t->shape[t->ndim == 3 ? 1 : t->ndim - 1], rows = t->nelem / cols;
     s->w8 += rows * cols + rows * 2;
     s->w4 += (rows * cols + 1) / 2 + rows * ((cols + 127) / 128) * 2;
   } else {
@@ -90,13 +91,14 @@ static void sq_insp_usage(FILE *out) {
           "GPUs needed (ceil(bytes x %.1f / 80e9), 20%% overhead):\n"
           "  BF16        2 bytes per parameter\n"
           "  W8          INT8 or FP8 weights: 1 byte per Linear weight + a bf16 scale per\n"
-          "              output channel; embeddings, lm_head and norms stay bf16\n"
+          "              output channel; embeddings, lm_head, routers and norms stay bf16\n"
           "  W4A16 g128  0.5 byte per Linear weight + a bf16 scale per 128 weights of a row;\n"
-          "              embeddings, lm_head and norms stay bf16\n"
+          "              embeddings, lm_head, routers and norms stay bf16\n"
           "and the bf16 KV cache per token (2 x layers x kv_heads x head_dim x 2 bytes;\n"
           "for MLA, layers x (kv_lora_rank + qk_rope_head_dim) x 2 bytes).\n"
           "DIR may hold only config.json (or be a config.json path): the tensors are then\n"
-          "listed from the config (dense llama, mistral, qwen2) and the output says so.\n\n"
+          "listed from the config (llama, mistral, qwen2, mixtral, deepseek_v3 without its\n"
+          "MTP layer, llama4's text model) and the output says so.\n\n"
           "options:\n"
           "  --json      print the same as one JSON object on stdout\n"
           "  -h, --help  this text\n",
@@ -127,7 +129,8 @@ static void sq_insp_print_json(const char *dir, int from_ckpt, const sq_model_co
   json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
   json_object_set_new(o, "num_experts", json_integer(c->num_experts));
   json_object_set_new(o, "dtype", dtype ? json_string(sq_dtype_name(dtype)) : json_null());
-  json_object_set_new(o, "bytes_on_disk", from_ckpt ? json_integer((json_int_t)on_disk) : json_null());
+  json_object_set_new(o, "bytes_on_disk",
+                      from_ckpt ? json_integer((json_int_t)on_disk) : json_null());
   json_object_set_new(o, "kv_cache_bytes_per_token", json_integer((json_int_t)kv));
   if (have_sums) {
     json_object_set_new(o, "parameters", json_integer((json_int_t)s->params));
@@ -138,14 +141,14 @@ static void sq_insp_print_json(const char *dir, int from_ckpt, const sq_model_co
       for (int d = 0; d < s->top[i].ndim; ++d)
         json_array_append_new(shape, json_integer(s->top[i].shape[d]));
       json_array_append_new(top, json_pack("{s:s,s:o,s:s,s:I}", "name", s->top[i].name, "shape",
-                                           shape, "dtype", sq_dtype_name(s->top[i].dtype),
-                                           "bytes", (json_int_t)sq_insp_bytes(&s->top[i])));
+                                           shape, "dtype", sq_dtype_name(s->top[i].dtype), "bytes",
+                                           (json_int_t)sq_insp_bytes(&s->top[i])));
     }
     json_object_set_new(o, "largest_tensors", top);
-    json_object_set_new(o, "schemes",
-                        json_pack("{s:o,s:o,s:o}", "bf16", sq_insp_scheme_json(s->bf16), "w8",
-                                  sq_insp_scheme_json(s->w8), "w4a16_g128",
-                                  sq_insp_scheme_json(s->w4)));
+    json_object_set_new(
+        o, "schemes",
+        json_pack("{s:o,s:o,s:o}", "bf16", sq_insp_scheme_json(s->bf16), "w8",
+                  sq_insp_scheme_json(s->w8), "w4a16_g128", sq_insp_scheme_json(s->w4)));
   } else {
     json_object_set_new(o, "parameters", json_null());
     json_object_set_new(o, "note", json_string(sq_error_message()));
@@ -161,28 +164,29 @@ static void sq_insp_print_text(const char *dir, int from_ckpt, size_t nshards,
                                sq_dtype dtype, uint64_t on_disk, uint64_t kv) {
   char b[32];
   printf("%s\n", dir);
-  if (from_ckpt) printf("  source        checkpoint (%zu safetensors file%s)\n", nshards,
-                        nshards == 1 ? "" : "s");
-  else printf("  source        config.json only: sizes computed from the config, no weights read\n");
+  if (from_ckpt)
+    printf("  source        checkpoint (%zu safetensors file%s)\n", nshards,
+           nshards == 1 ? "" : "s");
+  else
+    printf("  source        config.json only: sizes computed from the config, no weights read\n");
   printf("  architecture  %s (model_type %s, family %s)\n",
          c->architecture[0] ? c->architecture : "?", c->model_type,
          sq_model_family_name(c->family));
-  printf("  layers        %lld (hidden %lld, heads %lld, kv heads %lld, head_dim %lld, "
-         "intermediate %lld, vocab %lld%s)\n",
-         (long long)c->num_hidden_layers, (long long)c->hidden_size,
-         (long long)c->num_attention_heads, (long long)c->num_key_value_heads,
-         (long long)c->head_dim, (long long)c->intermediate_size, (long long)c->vocab_size,
-         c->tie_word_embeddings ? ", tied embeddings" : "");
+  printf(
+      "  layers        %lld (hidden %lld, heads %lld, kv heads %lld, head_dim %lld, "
+      "intermediate %lld, vocab %lld%s)\n",
+      (long long)c->num_hidden_layers, (long long)c->hidden_size, (long long)c->num_attention_heads,
+      (long long)c->num_key_value_heads, (long long)c->head_dim, (long long)c->intermediate_size,
+      (long long)c->vocab_size, c->tie_word_embeddings ? ", tied embeddings" : "");
   if (c->num_experts)
-    printf("  experts       %lld routed, %lld per token, %lld shared\n",
-           (long long)c->num_experts, (long long)c->num_experts_per_tok,
-           (long long)c->n_shared_experts);
+    printf("  experts       %lld routed, %lld per token, %lld shared\n", (long long)c->num_experts,
+           (long long)c->num_experts_per_tok, (long long)c->n_shared_experts);
   printf("  dtype         %s\n", dtype ? sq_dtype_name(dtype) : "?");
   if (from_ckpt)
     printf("  on disk       %s (%llu bytes)\n", sq_format_bytes(on_disk, b, sizeof b),
            (unsigned long long)on_disk);
-  printf("  KV cache      %llu bytes per token (bf16 K and V, all layers)\n",
-         (unsigned long long)kv);
+  printf("  KV cache      %llu bytes per token (%s, all layers)\n", (unsigned long long)kv,
+         c->kv_lora_rank > 0 ? "bf16 MLA latent + rope key" : "bf16 K and V");
   if (!have_sums) {
     printf("  parameters    unknown: %s\n", sq_error_message());
     return;
@@ -207,7 +211,8 @@ static void sq_insp_print_text(const char *dir, int from_ckpt, size_t nshards,
   for (int i = 0; i < 3; ++i)
     printf("    %-14s %12s  %llu bytes  %llu GPU%s\n", rows[i].name,
            sq_format_bytes(rows[i].bytes, b, sizeof b), (unsigned long long)rows[i].bytes,
-           (unsigned long long)sq_insp_gpus(rows[i].bytes), sq_insp_gpus(rows[i].bytes) == 1 ? "" : "s");
+           (unsigned long long)sq_insp_gpus(rows[i].bytes),
+           sq_insp_gpus(rows[i].bytes) == 1 ? "" : "s");
 }
 
 int sq_cmd_inspect(int argc, char **argv) {
@@ -218,11 +223,13 @@ int sq_cmd_inspect(int argc, char **argv) {
       sq_insp_usage(stdout);
       return SQ_EXIT_OK;
     }
-    if (strcmp(argv[i], "--json") == 0) as_json = 1;
+    if (strcmp(argv[i], "--json") == 0)
+      as_json = 1;
     else if (argv[i][0] == '-' || dir) {
       fprintf(stderr, "shardq inspect: unexpected argument '%s' (see --help)\n", argv[i]);
       return SQ_EXIT_USAGE;
-    } else dir = argv[i];
+    } else
+      dir = argv[i];
   }
   if (!dir) {
     sq_insp_usage(stderr);
@@ -266,7 +273,8 @@ int sq_cmd_inspect(int argc, char **argv) {
   } else if (sq_model_config_tensors(&cfg, &specs, &nspecs) == SQ_OK) {
     sq_dtype dt = dtype != SQ_DTYPE_INVALID ? dtype : SQ_DTYPE_BF16;
     for (size_t i = 0; i < nspecs; ++i) {
-      uint64_t ne = (uint64_t)specs[i].shape[0] * (uint64_t)(specs[i].ndim == 2 ? specs[i].shape[1] : 1);
+      uint64_t ne = 1;
+      for (int d = 0; d < specs[i].ndim; ++d) ne *= (uint64_t)specs[i].shape[d];
       sq_insp_tensor it = {specs[i].name, dt, specs[i].ndim, specs[i].shape, ne};
       sq_insp_add(&sums, &it);
     }
@@ -279,8 +287,10 @@ int sq_cmd_inspect(int argc, char **argv) {
                           (uint64_t)(cfg.kv_lora_rank + cfg.qk_rope_head_dim) * 2ull
                     : 2ull * (uint64_t)cfg.num_hidden_layers * (uint64_t)cfg.num_key_value_heads *
                           (uint64_t)cfg.head_dim * 2ull;
-  if (as_json) sq_insp_print_json(dir, from_ckpt, &cfg, &sums, have_sums, dtype, on_disk, kv);
-  else sq_insp_print_text(dir, from_ckpt, nshards, &cfg, &sums, have_sums, dtype, on_disk, kv);
+  if (as_json)
+    sq_insp_print_json(dir, from_ckpt, &cfg, &sums, have_sums, dtype, on_disk, kv);
+  else
+    sq_insp_print_text(dir, from_ckpt, nshards, &cfg, &sums, have_sums, dtype, on_disk, kv);
   if (!have_sums) sq_error_clear();
 done:
   free(specs);

@@ -87,29 +87,46 @@ int sq_cmd_synth(int argc, char **argv) {
     }
     const char *v = argv[++i];
     int64_t x = 0, ok = 1;
-    if (strcmp(a, "--out") == 0) out = v;
-    else if (strcmp(a, "--arch") == 0) o.arch = v;
+    if (strcmp(a, "--out") == 0)
+      out = v;
+    else if (strcmp(a, "--arch") == 0)
+      o.arch = v;
     else if (strcmp(a, "--dtype") == 0) {
-      if (strcmp(v, "bf16") == 0 || strcmp(v, "bfloat16") == 0) o.dtype = SQ_DTYPE_BF16;
-      else if (strcmp(v, "fp16") == 0 || strcmp(v, "float16") == 0) o.dtype = SQ_DTYPE_F16;
-      else if (strcmp(v, "fp32") == 0 || strcmp(v, "float32") == 0) o.dtype = SQ_DTYPE_F32;
+      if (strcmp(v, "bf16") == 0 || strcmp(v, "bfloat16") == 0)
+        o.dtype = SQ_DTYPE_BF16;
+      else if (strcmp(v, "fp16") == 0 || strcmp(v, "float16") == 0)
+        o.dtype = SQ_DTYPE_F16;
+      else if (strcmp(v, "fp32") == 0 || strcmp(v, "float32") == 0)
+        o.dtype = SQ_DTYPE_F32;
       else {
         fprintf(stderr, "shardq synth: --dtype must be bf16, fp16 or fp32 (got '%s')\n", v);
         return SQ_EXIT_USAGE;
       }
     } else if ((ok = sq_parse_i64(a, v, &x))) {
-      if (strcmp(a, "--layers") == 0) o.layers = x;
-      else if (strcmp(a, "--hidden") == 0) o.hidden = x;
-      else if (strcmp(a, "--heads") == 0) o.heads = x;
-      else if (strcmp(a, "--kv-heads") == 0) o.kv_heads = x;
-      else if (strcmp(a, "--intermediate") == 0) o.intermediate = x;
-      else if (strcmp(a, "--vocab") == 0) o.vocab = x;
-      else if (strcmp(a, "--head-dim") == 0) o.head_dim = x;
-      else if (strcmp(a, "--shards") == 0) o.shards = x > 0 && x < 100000 ? (int)x : -1;
-      else if (strcmp(a, "--seed") == 0) o.seed = (uint64_t)x;
-      else if (strcmp(a, "--calib-samples") == 0) o.calib_samples = x;
-      else if (strcmp(a, "--calib-seq-len") == 0) o.calib_seq_len = x;
-      else if (strcmp(a, "--eval-samples") == 0) o.eval_samples = x;
+      if (strcmp(a, "--layers") == 0)
+        o.layers = x;
+      else if (strcmp(a, "--hidden") == 0)
+        o.hidden = x;
+      else if (strcmp(a, "--heads") == 0)
+        o.heads = x;
+      else if (strcmp(a, "--kv-heads") == 0)
+        o.kv_heads = x;
+      else if (strcmp(a, "--intermediate") == 0)
+        o.intermediate = x;
+      else if (strcmp(a, "--vocab") == 0)
+        o.vocab = x;
+      else if (strcmp(a, "--head-dim") == 0)
+        o.head_dim = x;
+      else if (strcmp(a, "--shards") == 0)
+        o.shards = x > 0 && x < 100000 ? (int)x : -1;
+      else if (strcmp(a, "--seed") == 0)
+        o.seed = (uint64_t)x;
+      else if (strcmp(a, "--calib-samples") == 0)
+        o.calib_samples = x;
+      else if (strcmp(a, "--calib-seq-len") == 0)
+        o.calib_seq_len = x;
+      else if (strcmp(a, "--eval-samples") == 0)
+        o.eval_samples = x;
       else {
         fprintf(stderr, "shardq synth: unknown option '%s' (see --help)\n", a);
         return SQ_EXIT_USAGE;

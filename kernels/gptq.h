@@ -46,12 +46,6 @@
 #include "common/status.h"
 #include "kernels/quant_math.h"
 
-typedef enum sq_actorder {
-  SQ_ACTORDER_NONE = 0,
-  SQ_ACTORDER_GROUP,  /* llm-compressor actorder="group" (g_idx stored) */
-  SQ_ACTORDER_WEIGHT  /* llm-compressor actorder="weight" (static groups) */
-} sq_actorder;
-
 typedef struct sq_gptq_opts {
   sq_qargs q;           /* int, 2..8 bits, strategy tensor/channel/group */
   sq_actorder actorder;

@@ -32,6 +32,15 @@ typedef enum sq_qstrategy {
 
 typedef enum sq_qtype { SQ_QTYPE_INT = 0, SQ_QTYPE_FLOAT } sq_qtype;
 
+/* llm-compressor's actorder: "group" (alias "dynamic", true) permutes columns by
+ * descending Hessian diagonal and stores g_idx; "weight" (alias "static") uses
+ * the same order for calibration only, with static groups and no g_idx. */
+typedef enum sq_actorder {
+  SQ_ACTORDER_NONE = 0,
+  SQ_ACTORDER_GROUP,
+  SQ_ACTORDER_WEIGHT
+} sq_actorder;
+
 /* compressed-tensors QuantizationArgs, the fields shardq acts on. */
 typedef struct sq_qargs {
   int num_bits;          /* 2, 3, 4, 8 for int; 8 for float (e4m3) */

@@ -60,12 +60,6 @@
 #define SQ_RECIPE_MAX_BYTES (1u << 20)
 #define SQ_RECIPE_MAX_DEPTH 16
 
-typedef enum sq_actorder {
-  SQ_ACTORDER_NONE = 0,
-  SQ_ACTORDER_GROUP,  /* "group", alias "dynamic", or true */
-  SQ_ACTORDER_WEIGHT  /* "weight", alias "static" */
-} sq_actorder;
-
 /* compressed-tensors QuantizationArgs after validation and inference. */
 typedef struct sq_recipe_qargs {
   int present;             /* 0: not quantized (the other fields are unset) */

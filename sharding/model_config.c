@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +29,10 @@ static void sq_cfg_show(const json_t *v, char *buf, size_t len) {
     snprintf(buf, len, "?");
     return;
   }
-  if (strlen(s) > 40) snprintf(buf, len, "%.37s...", s);
-  else snprintf(buf, len, "%s", s);
+  if (strlen(s) > 40)
+    snprintf(buf, len, "%.37s...", s);
+  else
+    snprintf(buf, len, "%s", s);
   free(s);
 }
 
@@ -164,10 +167,14 @@ static sq_model_family sq_family_of(const char *model_type) {
   static const struct {
     const char *type;
     sq_model_family family;
-  } map[] = {{"llama", SQ_FAMILY_LLAMA},         {"mistral", SQ_FAMILY_MISTRAL},
-             {"qwen2", SQ_FAMILY_QWEN2},         {"mixtral", SQ_FAMILY_MIXTRAL},
-             {"qwen2_moe", SQ_FAMILY_QWEN_MOE},  {"qwen3_moe", SQ_FAMILY_QWEN_MOE},
-             {"deepseek_v2", SQ_FAMILY_DEEPSEEK_V3}, {"deepseek_v3", SQ_FAMILY_DEEPSEEK_V3},
+  } map[] = {{"llama", SQ_FAMILY_LLAMA},
+             {"mistral", SQ_FAMILY_MISTRAL},
+             {"qwen2", SQ_FAMILY_QWEN2},
+             {"mixtral", SQ_FAMILY_MIXTRAL},
+             {"qwen2_moe", SQ_FAMILY_QWEN_MOE},
+             {"qwen3_moe", SQ_FAMILY_QWEN_MOE},
+             {"deepseek_v2", SQ_FAMILY_DEEPSEEK_V3},
+             {"deepseek_v3", SQ_FAMILY_DEEPSEEK_V3},
              {"llama4", SQ_FAMILY_LLAMA4}};
   for (size_t i = 0; i < sizeof map / sizeof map[0]; ++i)
     if (strcmp(model_type, map[i].type) == 0) return map[i].family;
@@ -176,14 +183,22 @@ static sq_model_family sq_family_of(const char *model_type) {
 
 const char *sq_model_family_name(sq_model_family f) {
   switch (f) {
-  case SQ_FAMILY_LLAMA: return "llama";
-  case SQ_FAMILY_MISTRAL: return "mistral";
-  case SQ_FAMILY_QWEN2: return "qwen2";
-  case SQ_FAMILY_MIXTRAL: return "mixtral";
-  case SQ_FAMILY_QWEN_MOE: return "qwen_moe";
-  case SQ_FAMILY_DEEPSEEK_V3: return "deepseek_v3";
-  case SQ_FAMILY_LLAMA4: return "llama4";
-  default: return "other";
+    case SQ_FAMILY_LLAMA:
+      return "llama";
+    case SQ_FAMILY_MISTRAL:
+      return "mistral";
+    case SQ_FAMILY_QWEN2:
+      return "qwen2";
+    case SQ_FAMILY_MIXTRAL:
+      return "mixtral";
+    case SQ_FAMILY_QWEN_MOE:
+      return "qwen_moe";
+    case SQ_FAMILY_DEEPSEEK_V3:
+      return "deepseek_v3";
+    case SQ_FAMILY_LLAMA4:
+      return "llama4";
+    default:
+      return "other";
   }
 }
 
@@ -193,8 +208,8 @@ static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
   SQ_CHECK(sq_cfg_int(sc, "intermediate_size", 1, 0, 1, &c->intermediate_size));
   SQ_CHECK(sq_cfg_int(sc, "num_hidden_layers", 1, 0, 1, &c->num_hidden_layers));
   SQ_CHECK(sq_cfg_int(sc, "num_attention_heads", 1, 0, 1, &c->num_attention_heads));
-  SQ_CHECK(sq_cfg_int(sc, "num_key_value_heads", 0, c->num_attention_heads, 1,
-                      &c->num_key_value_heads));
+  SQ_CHECK(
+      sq_cfg_int(sc, "num_key_value_heads", 0, c->num_attention_heads, 1, &c->num_key_value_heads));
   SQ_CHECK(sq_cfg_int(sc, "vocab_size", 1, 0, 1, &c->vocab_size));
   SQ_CHECK(sq_cfg_int(sc, "max_position_embeddings", 0, 0, 1, &c->max_position_embeddings));
   if (c->num_attention_heads % c->num_key_value_heads != 0)
@@ -211,8 +226,7 @@ static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
                         "num_attention_heads %lld -- hint: add \"head_dim\"",
                         sc->label, sc->prefix, (long long)c->hidden_size,
                         (long long)c->num_attention_heads);
-  SQ_CHECK(sq_cfg_int(sc, "head_dim", 0, c->hidden_size / c->num_attention_heads, 1,
-                      &c->head_dim));
+  SQ_CHECK(sq_cfg_int(sc, "head_dim", 0, c->hidden_size / c->num_attention_heads, 1, &c->head_dim));
   SQ_CHECK(sq_cfg_num(sc, "rms_norm_eps", 1e-6, &c->rms_norm_eps));
   SQ_CHECK(sq_cfg_num(sc, "rope_theta", 10000.0, &c->rope_theta));
   SQ_CHECK(sq_cfg_rope_scaling(sc, &c->rope_scaling));
@@ -235,7 +249,9 @@ static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
   for (size_t i = 0; i < 3 && c->num_experts == 0; ++i)
     SQ_CHECK(sq_cfg_int(sc, experts_keys[i], 0, 0, 0, &c->num_experts));
   SQ_CHECK(sq_cfg_int(sc, "num_experts_per_tok", 0, 0, 0, &c->num_experts_per_tok));
-  SQ_CHECK(sq_cfg_int(sc, "n_shared_experts", 0, 0, 0, &c->n_shared_experts));
+  /* Llama-4's MoE layers always have one shared expert (no key for it). */
+  SQ_CHECK(sq_cfg_int(sc, "n_shared_experts", 0, c->family == SQ_FAMILY_LLAMA4 ? 1 : 0, 0,
+                      &c->n_shared_experts));
   SQ_CHECK(sq_cfg_int(sc, "moe_intermediate_size", 0, 0, 0, &c->moe_intermediate_size));
   SQ_CHECK(sq_cfg_int(sc, "first_k_dense_replace", 0, 0, 0, &c->first_k_dense_replace));
   SQ_CHECK(sq_cfg_int(sc, "interleave_moe_layer_step", 0, 0, 0, &c->interleave_moe_layer_step));
@@ -324,8 +340,10 @@ sq_status sq_model_config_load(const char *path, sq_model_config *out) {
   memset(out, 0, sizeof *out);
   char *file = NULL, *text = NULL;
   size_t len = strlen(path);
-  if (len >= 5 && strcmp(path + len - 5, ".json") == 0) file = strdup(path);
-  else file = sq_fs_join(path, "config.json");
+  if (len >= 5 && strcmp(path + len - 5, ".json") == 0)
+    file = strdup(path);
+  else
+    file = sq_fs_join(path, "config.json");
   if (!file) return sq_error_set(SQ_ERR_NOMEM, "out of memory joining %s", path);
   size_t n = 0;
   sq_status st = sq_fs_read_small_file(file, SQ_CONFIG_MAX_BYTES, &text, &n);
@@ -421,11 +439,11 @@ sq_status sq_model_config_to_json(const sq_model_config *c, char **out) {
   if (json_object_get(t, "mlp_bias") || c->mlp_bias)
     rc |= json_object_set_new(t, "mlp_bias", json_boolean(c->mlp_bias));
   if (c->torch_dtype != SQ_DTYPE_INVALID)
-    rc |= json_object_set_new(root,
-                              !json_object_get(root, "torch_dtype") && json_object_get(root, "dtype")
-                                  ? "dtype"
-                                  : "torch_dtype",
-                              json_string(sq_dtype_torch_name(c->torch_dtype)));
+    rc |= json_object_set_new(
+        root,
+        !json_object_get(root, "torch_dtype") && json_object_get(root, "dtype") ? "dtype"
+                                                                                : "torch_dtype",
+        json_string(sq_dtype_torch_name(c->torch_dtype)));
   if (rc != 0) {
     json_decref(root);
     return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory building config", c->label);
@@ -442,11 +460,13 @@ sq_status sq_model_config_save(const sq_model_config *c, const char *dir) {
   SQ_CHECK(sq_model_config_to_json(c, &text));
   char *path = sq_fs_join(dir, "config.json");
   sq_status st = SQ_OK;
-  if (!path) st = sq_error_set(SQ_ERR_NOMEM, "out of memory joining %s", dir);
+  if (!path)
+    st = sq_error_set(SQ_ERR_NOMEM, "out of memory joining %s", dir);
   else {
     size_t n = strlen(text);
     char *nl = realloc(text, n + 2); /* json_dumps ends without a newline */
-    if (!nl) st = sq_error_set(SQ_ERR_NOMEM, "out of memory writing %s", path);
+    if (!nl)
+      st = sq_error_set(SQ_ERR_NOMEM, "out of memory writing %s", path);
     else {
       text = nl;
       text[n] = '\n';
@@ -459,74 +479,211 @@ sq_status sq_model_config_save(const sq_model_config *c, const char *dir) {
   return st;
 }
 
-/* ---- the tensor list of a dense model ---- */
+/* ---- tensor lists ---- */
 
-static int sq_layer_tensor_count(const sq_model_config *c) {
-  return 2 + 7 + (c->attention_bias ? 3 : 0) + (c->o_proj_bias ? 1 : 0) + (c->mlp_bias ? 3 : 0);
+/* Tensors are emitted twice: once to count (s == NULL), once to fill. */
+typedef struct {
+  sq_tensor_spec *s;
+  size_t n;
+} sq_emit;
+
+static void sq_put(sq_emit *e, sq_tensor_role role, int layer, int ndim, int64_t d0, int64_t d1,
+                   int64_t d2, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static void sq_put(sq_emit *e, sq_tensor_role role, int layer, int ndim, int64_t d0, int64_t d1,
+                   int64_t d2, const char *fmt, ...) {
+  if (e->s) {
+    sq_tensor_spec *t = &e->s[e->n];
+    memset(t, 0, sizeof *t);
+    t->role = role;
+    t->layer = layer;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim > 1 ? d1 : 0;
+    t->shape[2] = ndim > 2 ? d2 : 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+  }
+  e->n++;
+}
+
+#define SQ_LIN(e, l, o, i, ...) sq_put(e, SQ_ROLE_LINEAR, l, 2, o, i, 0, __VA_ARGS__)
+#define SQ_VEC(e, role, l, n, ...) sq_put(e, role, l, 1, n, 0, 0, __VA_ARGS__)
+
+/* Llama/Mistral/Qwen2/Mixtral attention: q, k, v, o (+ biases). */
+static void sq_list_gqa(const sq_model_config *c, sq_emit *e, const char *p, int l) {
+  const int64_t h = c->hidden_size, q = c->num_attention_heads * c->head_dim;
+  const int64_t kv = c->num_key_value_heads * c->head_dim;
+  const char *names[3] = {"q", "k", "v"};
+  const int64_t outs[3] = {q, kv, kv};
+  for (int k = 0; k < 3; ++k) {
+    SQ_LIN(e, l, outs[k], h, "%smodel.layers.%d.self_attn.%s_proj.weight", p, l, names[k]);
+    if (c->attention_bias)
+      SQ_VEC(e, SQ_ROLE_BIAS, l, outs[k], "%smodel.layers.%d.self_attn.%s_proj.bias", p, l,
+             names[k]);
+  }
+  SQ_LIN(e, l, h, q, "%smodel.layers.%d.self_attn.o_proj.weight", p, l);
+  if (c->o_proj_bias)
+    SQ_VEC(e, SQ_ROLE_BIAS, l, h, "%smodel.layers.%d.self_attn.o_proj.bias", p, l);
+}
+
+/* A SwiGLU MLP gate/up (inter, h), down (h, inter) under "<p>model.layers.<l>.<mlp>". */
+static void sq_list_mlp(const sq_model_config *c, sq_emit *e, const char *p, int l, const char *mlp,
+                        int64_t inter, int bias) {
+  const int64_t h = c->hidden_size;
+  SQ_LIN(e, l, inter, h, "%smodel.layers.%d.%s.gate_proj.weight", p, l, mlp);
+  if (bias) SQ_VEC(e, SQ_ROLE_BIAS, l, inter, "%smodel.layers.%d.%s.gate_proj.bias", p, l, mlp);
+  SQ_LIN(e, l, inter, h, "%smodel.layers.%d.%s.up_proj.weight", p, l, mlp);
+  if (bias) SQ_VEC(e, SQ_ROLE_BIAS, l, inter, "%smodel.layers.%d.%s.up_proj.bias", p, l, mlp);
+  SQ_LIN(e, l, h, inter, "%smodel.layers.%d.%s.down_proj.weight", p, l, mlp);
+  if (bias) SQ_VEC(e, SQ_ROLE_BIAS, l, h, "%smodel.layers.%d.%s.down_proj.bias", p, l, mlp);
+}
+
+/* DeepSeek-V2/V3 multi-head latent attention. */
+static void sq_list_mla(const sq_model_config *c, sq_emit *e, int l) {
+  const int64_t h = c->hidden_size, nh = c->num_attention_heads;
+  const int64_t qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+  if (c->q_lora_rank > 0) {
+    SQ_LIN(e, l, c->q_lora_rank, h, "model.layers.%d.self_attn.q_a_proj.weight", l);
+    SQ_VEC(e, SQ_ROLE_NORM, l, c->q_lora_rank, "model.layers.%d.self_attn.q_a_layernorm.weight", l);
+    SQ_LIN(e, l, nh * qk, c->q_lora_rank, "model.layers.%d.self_attn.q_b_proj.weight", l);
+  } else {
+    SQ_LIN(e, l, nh * qk, h, "model.layers.%d.self_attn.q_proj.weight", l);
+  }
+  SQ_LIN(e, l, c->kv_lora_rank + c->qk_rope_head_dim, h,
+         "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", l);
+  SQ_VEC(e, SQ_ROLE_NORM, l, c->kv_lora_rank, "model.layers.%d.self_attn.kv_a_layernorm.weight", l);
+  SQ_LIN(e, l, nh * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank,
+         "model.layers.%d.self_attn.kv_b_proj.weight", l);
+  SQ_LIN(e, l, h, nh * c->v_head_dim, "model.layers.%d.self_attn.o_proj.weight", l);
+}
+
+/* Llama-4: MoE layers are moe_layers if listed, else every
+ * interleave_moe_layer_step-th layer (step - 1, 2 step - 1, ...), as transformers. */
+static int sq_llama4_is_moe(const sq_model_config *c, int l) {
+  json_t *tc = json_object_get(c->json, "text_config");
+  json_t *list = tc ? json_object_get(tc, "moe_layers") : NULL;
+  if (json_is_array(list)) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) if (json_is_integer(v) && json_integer_value(v) == l) return 1;
+    return 0;
+  }
+  int64_t step = c->interleave_moe_layer_step > 0 ? c->interleave_moe_layer_step : 1;
+  return (l + 1) % step == 0;
+}
+
+static void sq_list(const sq_model_config *c, sq_emit *e) {
+  const int64_t h = c->hidden_size, E = c->num_experts;
+  const char *p = c->family == SQ_FAMILY_LLAMA4 ? "language_model." : "";
+  sq_put(e, SQ_ROLE_EMBED, -1, 2, c->vocab_size, h, 0, "%smodel.embed_tokens.weight", p);
+  for (int l = 0; l < (int)c->num_hidden_layers; ++l) {
+    SQ_VEC(e, SQ_ROLE_NORM, l, h, "%smodel.layers.%d.input_layernorm.weight", p, l);
+    if (c->family == SQ_FAMILY_DEEPSEEK_V3)
+      sq_list_mla(c, e, l);
+    else
+      sq_list_gqa(c, e, p, l);
+    SQ_VEC(e, SQ_ROLE_NORM, l, h, "%smodel.layers.%d.post_attention_layernorm.weight", p, l);
+    switch (c->family) {
+      case SQ_FAMILY_MIXTRAL:
+        sq_put(e, SQ_ROLE_ROUTER, l, 2, E, h, 0, "model.layers.%d.block_sparse_moe.gate.weight", l);
+        for (int64_t x = 0; x < E; ++x) {
+          const int64_t in = c->intermediate_size;
+          SQ_LIN(e, l, in, h, "model.layers.%d.block_sparse_moe.experts.%lld.w1.weight", l,
+                 (long long)x);
+          SQ_LIN(e, l, h, in, "model.layers.%d.block_sparse_moe.experts.%lld.w2.weight", l,
+                 (long long)x);
+          SQ_LIN(e, l, in, h, "model.layers.%d.block_sparse_moe.experts.%lld.w3.weight", l,
+                 (long long)x);
+        }
+        break;
+      case SQ_FAMILY_DEEPSEEK_V3:
+        if (l < c->first_k_dense_replace || E == 0) {
+          sq_list_mlp(c, e, "", l, "mlp", c->intermediate_size, 0);
+          break;
+        }
+        sq_put(e, SQ_ROLE_ROUTER, l, 2, E, h, 0, "model.layers.%d.mlp.gate.weight", l);
+        {
+          json_t *tm = json_object_get(c->json, "topk_method");
+          if (json_is_string(tm) && strcmp(json_string_value(tm), "noaux_tc") == 0)
+            SQ_VEC(e, SQ_ROLE_ROUTER, l, E, "model.layers.%d.mlp.gate.e_score_correction_bias", l);
+        }
+        for (int64_t x = 0; x < E; ++x) {
+          char mlp[48];
+          snprintf(mlp, sizeof mlp, "mlp.experts.%lld", (long long)x);
+          sq_list_mlp(c, e, "", l, mlp, c->moe_intermediate_size, 0);
+        }
+        if (c->n_shared_experts > 0)
+          sq_list_mlp(c, e, "", l, "mlp.shared_experts",
+                      c->moe_intermediate_size * c->n_shared_experts, 0);
+        break;
+      case SQ_FAMILY_LLAMA4:
+        if (!sq_llama4_is_moe(c, l) || E == 0) {
+          sq_list_mlp(
+              c, e, p, l, "feed_forward",
+              c->intermediate_size_mlp > 0 ? c->intermediate_size_mlp : c->intermediate_size, 0);
+          break;
+        }
+        sq_put(e, SQ_ROLE_ROUTER, l, 2, E, h, 0, "%smodel.layers.%d.feed_forward.router.weight", p,
+               l);
+        /* Fused expert stacks, stored (E, d_in, d_out). */
+        sq_put(e, SQ_ROLE_LINEAR, l, 3, E, h, 2 * c->intermediate_size,
+               "%smodel.layers.%d.feed_forward.experts.gate_up_proj", p, l);
+        sq_put(e, SQ_ROLE_LINEAR, l, 3, E, c->intermediate_size, h,
+               "%smodel.layers.%d.feed_forward.experts.down_proj", p, l);
+        sq_list_mlp(c, e, p, l, "feed_forward.shared_expert", c->intermediate_size, 0);
+        break;
+      default:
+        sq_list_mlp(c, e, "", l, "mlp", c->intermediate_size, c->mlp_bias);
+        break;
+    }
+  }
+  SQ_VEC(e, SQ_ROLE_NORM, -1, h, "%smodel.norm.weight", p);
+  if (!c->tie_word_embeddings)
+    sq_put(e, SQ_ROLE_LM_HEAD, -1, 2, c->vocab_size, h, 0,
+           c->family == SQ_FAMILY_LLAMA4 ? "language_model.lm_head.weight" : "lm_head.weight");
+}
+
+/* Families with a tensor list, and a bound on its length (fuzzed configs can
+ * ask for 2^31 experts). */
+static sq_status sq_list_check(const sq_model_config *c) {
+  int ok = sq_model_config_is_dense(c) || c->family == SQ_FAMILY_MIXTRAL ||
+           c->family == SQ_FAMILY_DEEPSEEK_V3 || c->family == SQ_FAMILY_LLAMA4;
+  if (c->family == SQ_FAMILY_DEEPSEEK_V3 && (c->kv_lora_rank <= 0 || c->v_head_dim <= 0)) ok = 0;
+  if (!ok)
+    return sq_error_set(SQ_ERR_UNSUPPORTED,
+                        "%s: model_type '%s'%s has no tensor list in shardq yet -- hint: llama, "
+                        "mistral, qwen2, mixtral, deepseek_v3 and llama4 are listed",
+                        c->label, c->model_type, c->num_experts ? " (MoE)" : "");
+  if ((double)c->num_hidden_layers * (3.0 * (double)c->num_experts + 24.0) > 4e6)
+    return sq_error_set(SQ_ERR_FORMAT, "%s: %lld layers x %lld experts is not a plausible model",
+                        c->label, (long long)c->num_hidden_layers, (long long)c->num_experts);
+  return SQ_OK;
 }
 
 size_t sq_model_config_tensor_count(const sq_model_config *c) {
-  if (!sq_model_config_is_dense(c)) return 0;
-  return 2 + (size_t)c->num_hidden_layers * (size_t)sq_layer_tensor_count(c) +
-         (c->tie_word_embeddings ? 0 : 1);
-}
-
-static void sq_spec(sq_tensor_spec *s, sq_tensor_role role, int layer, int64_t d0, int64_t d1,
-                    const char *fmt, const char *part) {
-  memset(s, 0, sizeof *s);
-  s->role = role;
-  s->layer = layer;
-  s->ndim = d1 > 0 ? 2 : 1;
-  s->shape[0] = d0;
-  s->shape[1] = d1 > 0 ? d1 : 0;
-  if (layer >= 0) snprintf(s->name, sizeof s->name, "model.layers.%d.%s", layer, part);
-  else snprintf(s->name, sizeof s->name, "%s", fmt);
+  if (sq_list_check(c) != SQ_OK) {
+    sq_error_clear();
+    return 0;
+  }
+  sq_emit e = {NULL, 0};
+  sq_list(c, &e);
+  return e.n;
 }
 
 sq_status sq_model_config_tensors(const sq_model_config *c, sq_tensor_spec **out, size_t *n) {
   *out = NULL;
   *n = 0;
-  if (!sq_model_config_is_dense(c))
-    return sq_error_set(SQ_ERR_UNSUPPORTED,
-                        "%s: model_type '%s'%s has no tensor list in shardq yet -- hint: dense "
-                        "llama, mistral and qwen2 are supported",
-                        c->label, c->model_type, c->num_experts ? " (MoE)" : "");
-  if (c->num_hidden_layers > 100000)
-    return sq_error_set(SQ_ERR_FORMAT, "%s: num_hidden_layers %lld is not plausible", c->label,
-                        (long long)c->num_hidden_layers);
-  size_t count = sq_model_config_tensor_count(c);
-  sq_tensor_spec *s = calloc(count, sizeof *s);
-  if (!s) return sq_error_set(SQ_ERR_NOMEM, "out of memory listing %zu tensors", count);
-  const int64_t h = c->hidden_size, inter = c->intermediate_size;
-  const int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
-  size_t k = 0;
-  sq_spec(&s[k++], SQ_ROLE_EMBED, -1, c->vocab_size, h, "model.embed_tokens.weight", NULL);
-  for (int l = 0; l < (int)c->num_hidden_layers; ++l) {
-    sq_spec(&s[k++], SQ_ROLE_NORM, l, h, 0, NULL, "input_layernorm.weight");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, q, h, NULL, "self_attn.q_proj.weight");
-    if (c->attention_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, q, 0, NULL, "self_attn.q_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, kv, h, NULL, "self_attn.k_proj.weight");
-    if (c->attention_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, kv, 0, NULL, "self_attn.k_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, kv, h, NULL, "self_attn.v_proj.weight");
-    if (c->attention_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, kv, 0, NULL, "self_attn.v_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, h, q, NULL, "self_attn.o_proj.weight");
-    if (c->o_proj_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, h, 0, NULL, "self_attn.o_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_NORM, l, h, 0, NULL, "post_attention_layernorm.weight");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, inter, h, NULL, "mlp.gate_proj.weight");
-    if (c->mlp_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, inter, 0, NULL, "mlp.gate_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, inter, h, NULL, "mlp.up_proj.weight");
-    if (c->mlp_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, inter, 0, NULL, "mlp.up_proj.bias");
-    sq_spec(&s[k++], SQ_ROLE_LINEAR, l, h, inter, NULL, "mlp.down_proj.weight");
-    if (c->mlp_bias) sq_spec(&s[k++], SQ_ROLE_BIAS, l, h, 0, NULL, "mlp.down_proj.bias");
-  }
-  sq_spec(&s[k++], SQ_ROLE_NORM, -1, h, 0, "model.norm.weight", NULL);
-  if (!c->tie_word_embeddings)
-    sq_spec(&s[k++], SQ_ROLE_LM_HEAD, -1, c->vocab_size, h, "lm_head.weight", NULL);
-  if (k != count) {
-    free(s);
-    return sq_error_set(SQ_ERR_INTERNAL, "tensor list has %zu entries, expected %zu", k, count);
-  }
-  *out = s;
+  SQ_CHECK(sq_list_check(c));
+  sq_emit e = {NULL, 0};
+  sq_list(c, &e);
+  size_t count = e.n;
+  e.s = calloc(count, sizeof *e.s);
+  if (!e.s) return sq_error_set(SQ_ERR_NOMEM, "out of memory listing %zu tensors", count);
+  e.n = 0;
+  sq_list(c, &e);
+  *out = e.s;
   *n = count;
   return SQ_OK;
 }
@@ -539,8 +696,11 @@ uint64_t sq_model_config_param_count(const sq_model_config *c) {
     return 0;
   }
   uint64_t total = 0;
-  for (size_t i = 0; i < n; ++i)
-    total += (uint64_t)s[i].shape[0] * (uint64_t)(s[i].ndim == 2 ? s[i].shape[1] : 1);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t ne = 1;
+    for (int d = 0; d < s[i].ndim; ++d) ne *= (uint64_t)s[i].shape[d];
+    total += ne;
+  }
   free(s);
   return total;
 }
@@ -548,7 +708,10 @@ uint64_t sq_model_config_param_count(const sq_model_config *c) {
 sq_tensor_role sq_tensor_role_of(const char *name, int ndim) {
   size_t len = strlen(name);
   if (strstr(name, "embed_tokens")) return SQ_ROLE_EMBED;
-  if (strncmp(name, "lm_head", 7) == 0) return SQ_ROLE_LM_HEAD;
+  if (strncmp(name, "lm_head", 7) == 0 || strstr(name, ".lm_head.")) return SQ_ROLE_LM_HEAD;
+  if (strstr(name, ".router.") || strstr(name, ".gate.weight") ||
+      strstr(name, "e_score_correction_bias"))
+    return SQ_ROLE_ROUTER;
   if (len >= 5 && strcmp(name + len - 5, ".bias") == 0) return SQ_ROLE_BIAS;
   return ndim >= 2 ? SQ_ROLE_LINEAR : SQ_ROLE_NORM;
 }

@@ -28,6 +28,7 @@ struct json_t; /* jansson */
 
 typedef enum sq_model_family {
   SQ_FAMILY_OTHER = 0, /* parsed, no tensor list, no forward */
+  /* values below: tensor list for all but QWEN_MOE, forward for the first three */
   SQ_FAMILY_LLAMA,
   SQ_FAMILY_MISTRAL,
   SQ_FAMILY_QWEN2,
@@ -47,10 +48,10 @@ typedef enum sq_rope_kind {
 
 typedef struct sq_rope_scaling {
   sq_rope_kind kind;
-  char type[32]; /* as written ("llama3", "yarn", ...); "" when none */
-  double factor; /* 1 when absent */
-  double low_freq_factor, high_freq_factor;       /* llama3 */
-  int64_t original_max_position_embeddings;       /* llama3, yarn; 0 when absent */
+  char type[32];                            /* as written ("llama3", "yarn", ...); "" when none */
+  double factor;                            /* 1 when absent */
+  double low_freq_factor, high_freq_factor; /* llama3 */
+  int64_t original_max_position_embeddings; /* llama3, yarn; 0 when absent */
 } sq_rope_scaling;
 
 #define SQ_MODEL_MAX_EOS 8
@@ -67,11 +68,11 @@ typedef struct sq_model_config {
   double rms_norm_eps, rope_theta;
   sq_rope_scaling rope_scaling;
   bool tie_word_embeddings;
-  sq_dtype torch_dtype;  /* SQ_DTYPE_INVALID when absent */
-  bool attention_bias;   /* q/k/v (and o for llama's attention_bias) biases */
-  bool o_proj_bias;      /* llama's attention_bias also biases o_proj; qwen2's does not */
+  sq_dtype torch_dtype; /* SQ_DTYPE_INVALID when absent */
+  bool attention_bias;  /* q/k/v (and o for llama's attention_bias) biases */
+  bool o_proj_bias;     /* llama's attention_bias also biases o_proj; qwen2's does not */
   bool mlp_bias;
-  int64_t bos_token_id;  /* -1 when absent or null */
+  int64_t bos_token_id; /* -1 when absent or null */
   int n_eos;
   int64_t eos_token_ids[SQ_MODEL_MAX_EOS];
 
@@ -109,13 +110,16 @@ sq_status sq_model_config_to_json(const sq_model_config *c, char **out);
 /* Write <dir>/config.json atomically. */
 sq_status sq_model_config_save(const sq_model_config *c, const char *dir);
 
-/* What a tensor is, for sizes under each scheme and for the pipeline. */
+/* What a tensor is, for sizes under each scheme and for the pipeline. The
+ * values are mirrored by worker/model_meta.h: append, never reorder. */
 typedef enum sq_tensor_role {
   SQ_ROLE_EMBED = 0, /* model.embed_tokens.weight [vocab, hidden] */
   SQ_ROLE_NORM,      /* RMSNorm weights [hidden] */
-  SQ_ROLE_LINEAR,    /* quantizable Linear weights [d_out, d_in] */
+  SQ_ROLE_LINEAR,    /* quantizable Linear weights [d_out, d_in]; Llama-4's fused
+                        expert stacks are 3-D [E, d_in, d_out] */
   SQ_ROLE_BIAS,      /* Linear biases [d_out] */
-  SQ_ROLE_LM_HEAD    /* lm_head.weight [vocab, hidden] */
+  SQ_ROLE_LM_HEAD,   /* lm_head.weight [vocab, hidden] */
+  SQ_ROLE_ROUTER     /* MoE router weights [E, hidden] (and DeepSeek's score bias); kept bf16 */
 } sq_tensor_role;
 
 typedef struct sq_tensor_spec {
@@ -123,19 +127,30 @@ typedef struct sq_tensor_spec {
   sq_tensor_role role;
   int layer; /* decoder layer, -1 for embed / final norm / lm_head */
   int ndim;
-  int64_t shape[2]; /* (d_out, d_in) for Linear */
+  int64_t shape[3]; /* (d_out, d_in) for Linear; unused dimensions 0 */
 } sq_tensor_spec;
 
-/* The Hugging Face tensors of a dense Llama-family model, in checkpoint order:
- * embed_tokens, then per layer input_layernorm, q/k/v/o (+ q/k/v bias), post-
- * attention norm, gate/up/down, then model.norm and lm_head (unless tied).
+/* The Hugging Face tensors of a model, in checkpoint order: embed_tokens, then
+ * per layer input_layernorm, attention, post-attention norm, MLP, then
+ * model.norm and lm_head (unless tied).
+ *  - llama/mistral/qwen2: q/k/v/o (+ q/k/v bias for qwen2 and attention_bias,
+ *    + o bias for llama's attention_bias), gate/up/down (+ mlp_bias biases);
+ *  - mixtral: block_sparse_moe.gate + experts.{e}.w1/w2/w3;
+ *  - deepseek_v3 (and v2): MLA (q_a/q_a_layernorm/q_b or q, kv_a_proj_with_mqa,
+ *    kv_a_layernorm, kv_b, o); dense mlp for the first first_k_dense_replace
+ *    layers, then mlp.gate (+ e_score_correction_bias for noaux_tc),
+ *    mlp.experts.{e}.*, mlp.shared_experts.*. The MTP layers
+ *    (num_nextn_predict_layers) and fp8 weight_scale_inv tensors are not listed;
+ *  - llama4: text model only, under "language_model."; MoE layers have the
+ *    router, fused experts.gate_up_proj [E, h, 2 inter] / down_proj [E, inter, h]
+ *    and shared_expert.*; the others a dense feed_forward of intermediate_size_mlp.
  * *out is malloc'd (caller frees); SQ_ERR_UNSUPPORTED for other families. */
 sq_status sq_model_config_tensors(const sq_model_config *c, sq_tensor_spec **out, size_t *n);
 
 /* Number of tensors sq_model_config_tensors lists (0 if unsupported). */
 size_t sq_model_config_tensor_count(const sq_model_config *c);
 
-/* Parameter count of a dense model from its tensor list (0 if unsupported). */
+/* Parameter count from the tensor list (0 if unsupported). */
 uint64_t sq_model_config_param_count(const sq_model_config *c);
 
 /* Classify a checkpoint tensor by its Hugging Face name and rank. */

@@ -2,11 +2,13 @@
  * are documented in synth.h. */
 #include "sharding/synth.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/fsio.h"
 #include "common/log.h"
@@ -77,22 +79,28 @@ void sq_synth_options_default(sq_synth_options *o) {
 }
 
 sq_status sq_synth_check(const sq_synth_options *o) {
-  if (!o->arch || (strcmp(o->arch, "llama") && strcmp(o->arch, "mistral") && strcmp(o->arch, "qwen2")))
+  if (!o->arch ||
+      (strcmp(o->arch, "llama") && strcmp(o->arch, "mistral") && strcmp(o->arch, "qwen2")))
     return sq_error_set(SQ_ERR_ARG, "synth: --arch '%s' is not one of llama, mistral, qwen2",
                         o->arch ? o->arch : "(null)");
   const struct {
     const char *flag;
     int64_t v;
-  } pos[] = {{"--layers", o->layers}, {"--hidden", o->hidden},   {"--heads", o->heads},
-             {"--kv-heads", o->kv_heads}, {"--intermediate", o->intermediate},
-             {"--vocab", o->vocab}, {"--calib-seq-len", o->calib_seq_len}};
+  } pos[] = {{"--layers", o->layers},
+             {"--hidden", o->hidden},
+             {"--heads", o->heads},
+             {"--kv-heads", o->kv_heads},
+             {"--intermediate", o->intermediate},
+             {"--vocab", o->vocab},
+             {"--calib-seq-len", o->calib_seq_len}};
   for (size_t i = 0; i < sizeof pos / sizeof pos[0]; ++i)
     if (pos[i].v <= 0)
       return sq_error_set(SQ_ERR_ARG, "synth: %s must be positive (got %lld)", pos[i].flag,
                           (long long)pos[i].v);
   if (o->head_dim < 0 || o->calib_samples < 0 || o->eval_samples < 0)
-    return sq_error_set(SQ_ERR_ARG, "synth: --head-dim, --calib-samples and --eval-samples must "
-                                    "not be negative");
+    return sq_error_set(SQ_ERR_ARG,
+                        "synth: --head-dim, --calib-samples and --eval-samples must "
+                        "not be negative");
   if (o->heads % o->kv_heads != 0)
     return sq_error_set(SQ_ERR_ARG, "synth: --kv-heads %lld must divide --heads %lld",
                         (long long)o->kv_heads, (long long)o->heads);
@@ -107,8 +115,9 @@ sq_status sq_synth_check(const sq_synth_options *o) {
     return sq_error_set(SQ_ERR_ARG, "synth: --shards must be in 1..99999 (got %d)", o->shards);
   if (o->layers > 10000 || o->hidden > (1 << 20) || o->vocab > (1 << 24) ||
       o->intermediate > (1 << 22))
-    return sq_error_set(SQ_ERR_ARG, "synth: sizes beyond any real model (layers <= 10000, "
-                                    "hidden <= 2^20, intermediate <= 2^22, vocab <= 2^24)");
+    return sq_error_set(SQ_ERR_ARG,
+                        "synth: sizes beyond any real model (layers <= 10000, "
+                        "hidden <= 2^20, intermediate <= 2^22, vocab <= 2^24)");
   return SQ_OK;
 }
 
@@ -130,10 +139,10 @@ static json_t *sq_synth_config_json(const sq_synth_options *o) {
                                               : "MistralForCausalLM"));
   if (llama) json_object_set_new(c, "attention_bias", json_false());
   json_object_set_new(c, "attention_dropout", json_real(0.0));
-  int64_t bos = llama ? sq_synth_token(128000, o->vocab, 1)
+  int64_t bos = llama  ? sq_synth_token(128000, o->vocab, 1)
                 : qwen ? sq_synth_token(151643, o->vocab, 1)
                        : sq_synth_token(1, o->vocab, 1);
-  int64_t eos = llama ? sq_synth_token(128001, o->vocab, 2)
+  int64_t eos = llama  ? sq_synth_token(128001, o->vocab, 2)
                 : qwen ? sq_synth_token(151643, o->vocab, 2)
                        : sq_synth_token(2, o->vocab, 2);
   json_object_set_new(c, "bos_token_id", json_integer(bos));
@@ -155,15 +164,17 @@ static json_t *sq_synth_config_json(const sq_synth_options *o) {
   if (llama)
     json_object_set_new(c, "rope_scaling",
                         json_pack("{s:f,s:f,s:f,s:i,s:s}", "factor", 8.0, "low_freq_factor", 1.0,
-                                  "high_freq_factor", 4.0, "original_max_position_embeddings",
-                                  8192, "rope_type", "llama3"));
+                                  "high_freq_factor", 4.0, "original_max_position_embeddings", 8192,
+                                  "rope_type", "llama3"));
   json_object_set_new(c, "rope_theta", json_real(llama ? 500000.0 : 1000000.0));
   if (qwen) json_object_set_new(c, "sliding_window", json_integer(131072));
   if (!llama && !qwen) json_object_set_new(c, "sliding_window", json_null());
   json_object_set_new(c, "tie_word_embeddings", json_boolean(o->tie_word_embeddings));
   json_object_set_new(c, "torch_dtype", json_string(sq_dtype_torch_name(o->dtype)));
   json_object_set_new(c, "transformers_version",
-                      json_string(llama ? "4.43.0.dev0" : qwen ? "4.43.1" : "4.42.0.dev0"));
+                      json_string(llama  ? "4.43.0.dev0"
+                                  : qwen ? "4.43.1"
+                                         : "4.42.0.dev0"));
   json_object_set_new(c, "use_cache", json_true());
   if (qwen) json_object_set_new(c, "use_mrope", json_false());
   if (qwen) json_object_set_new(c, "use_sliding_window", json_false());
@@ -228,36 +239,37 @@ static void sq_synth_rows(const sq_tensor_spec *s, sq_rng *r, const uint8_t *out
   for (int64_t i = 0; i < nr; ++i) {
     float *row = f + i * cols;
     switch (s->role) {
-    case SQ_ROLE_NORM:
-      for (int64_t c = 0; c < cols; ++c) row[c] = 1.0f + 0.05f * sq_rng_normal(r);
-      break;
-    case SQ_ROLE_BIAS:
-      for (int64_t c = 0; c < cols; ++c) row[c] = 0.02f * sq_rng_normal(r);
-      break;
-    case SQ_ROLE_EMBED: {
-      float z[4];
-      for (int k = 0; k < 4; ++k) z[k] = sq_rng_normal(r);
-      for (int64_t c = 0; c < cols; ++c) {
-        float mix = 0;
-        for (int k = 0; k < 4; ++k) mix += z[k] * dirs[(size_t)k * (size_t)cols + (size_t)c];
-        row[c] = inv * (0.6f * sq_rng_normal(r) + 0.4f * mix);
+      case SQ_ROLE_NORM:
+        for (int64_t c = 0; c < cols; ++c) row[c] = 1.0f + 0.05f * sq_rng_normal(r);
+        break;
+      case SQ_ROLE_BIAS:
+        for (int64_t c = 0; c < cols; ++c) row[c] = 0.02f * sq_rng_normal(r);
+        break;
+      case SQ_ROLE_EMBED: {
+        float z[4];
+        for (int k = 0; k < 4; ++k) z[k] = sq_rng_normal(r);
+        for (int64_t c = 0; c < cols; ++c) {
+          float mix = 0;
+          for (int k = 0; k < 4; ++k) mix += z[k] * dirs[(size_t)k * (size_t)cols + (size_t)c];
+          row[c] = inv * (0.6f * sq_rng_normal(r) + 0.4f * mix);
+        }
+        break;
       }
-      break;
-    }
-    case SQ_ROLE_LINEAR:
-      for (int64_t c = 0; c < cols; ++c)
-        row[c] = inv * sq_rng_normal(r) * (outlier[c] ? 10.0f : 1.0f);
-      break;
-    case SQ_ROLE_LM_HEAD:
-      for (int64_t c = 0; c < cols; ++c) row[c] = inv * sq_rng_normal(r);
-      break;
+      case SQ_ROLE_LINEAR:
+        for (int64_t c = 0; c < cols; ++c)
+          row[c] = inv * sq_rng_normal(r) * (outlier[c] ? 10.0f : 1.0f);
+        break;
+      case SQ_ROLE_LM_HEAD:
+      case SQ_ROLE_ROUTER: /* dense synth models have none */
+        for (int64_t c = 0; c < cols; ++c) row[c] = inv * sq_rng_normal(r);
+        break;
     }
   }
 }
 
 typedef struct {
-  char *buf;      /* the largest tensor, in the output dtype */
-  float *chunk;   /* fp32 rows before conversion */
+  char *buf;    /* the largest tensor, in the output dtype */
+  float *chunk; /* fp32 rows before conversion */
   size_t chunk_elems;
   uint8_t *outlier; /* per input column */
   float *dirs;      /* 4 x hidden shared embedding directions */
@@ -312,9 +324,41 @@ static void sq_synth_assign(const uint64_t *bytes, size_t n, int shards, int *sh
 
 static char *sq_synth_shard_name(int k, int shards) {
   char name[64];
-  if (shards == 1) snprintf(name, sizeof name, "model.safetensors");
-  else snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, shards);
+  if (shards == 1)
+    snprintf(name, sizeof name, "model.safetensors");
+  else
+    snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, shards);
   return strdup(name);
+}
+
+/* Remove the weight files of an earlier synth run with another shard count, so
+ * that the directory holds one layout only (a leftover model.safetensors next
+ * to an index would be ambiguous). Only names synth itself writes are touched. */
+static sq_status sq_synth_remove_stale(const char *dir, int shards) {
+  DIR *d = opendir(dir);
+  if (!d) return sq_error_errno(dir, "cannot list directory");
+  sq_status st = SQ_OK;
+  struct dirent *e;
+  while (st == SQ_OK && (e = readdir(d)) != NULL) {
+    int k = 0, n = 0, end = 0;
+    int stale = 0;
+    if (strcmp(e->d_name, "model.safetensors") == 0)
+      stale = shards != 1;
+    else if (strcmp(e->d_name, "model.safetensors.index.json") == 0)
+      stale = shards == 1;
+    else if (sscanf(e->d_name, "model-%5d-of-%5d.safetensors%n", &k, &n, &end) == 2 &&
+             e->d_name[end] == '\0')
+      stale = n != shards;
+    if (!stale) continue;
+    char *p = sq_fs_join(dir, e->d_name);
+    if (!p)
+      st = sq_error_set(SQ_ERR_NOMEM, "out of memory listing %s", dir);
+    else if (unlink(p) != 0)
+      st = sq_error_errno(p, "cannot remove stale file");
+    free(p);
+  }
+  closedir(d);
+  return st;
 }
 
 sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
@@ -378,8 +422,8 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
     SQ_CHECK_GOTO(sq_st_writer_set_metadata(writers[k], "format", "pt"), st, done);
   }
   for (size_t i = 0; i < n; ++i) {
-    SQ_CHECK_GOTO(sq_st_writer_declare(writers[shard_of[i]], specs[i].name, o->dtype,
-                                       specs[i].ndim, specs[i].shape),
+    SQ_CHECK_GOTO(sq_st_writer_declare(writers[shard_of[i]], specs[i].name, o->dtype, specs[i].ndim,
+                                       specs[i].shape),
                   st, done);
     names[i] = specs[i].name;
     name_files[i] = files[shard_of[i]];
@@ -398,8 +442,8 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
               (long long)cfg.num_hidden_layers, sq_format_bytes(done_bytes, b1, sizeof b1),
               sq_format_bytes(total, b2, sizeof b2), sq_time_now() - t0);
   }
-  if (o->shards > 1)
-    SQ_CHECK_GOTO(sq_ckpt_write_index(dir, n, names, name_files, total), st, done);
+  if (o->shards > 1) SQ_CHECK_GOTO(sq_ckpt_write_index(dir, n, names, name_files, total), st, done);
+  SQ_CHECK_GOTO(sq_synth_remove_stale(dir, o->shards), st, done);
 
   int64_t bos = cfg.bos_token_id;
   if (o->calib_samples > 0) {
@@ -412,9 +456,9 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
   if (o->eval_samples > 0) {
     free(path);
     if (!(path = sq_fs_join(dir, "eval.safetensors"))) goto nomem;
-    SQ_CHECK_GOTO(sq_synth_write_ids(path, o->eval_samples, o->calib_seq_len, o->vocab, bos,
-                                     o->seed, "eval"),
-                  st, done);
+    SQ_CHECK_GOTO(
+        sq_synth_write_ids(path, o->eval_samples, o->calib_seq_len, o->vocab, bos, o->seed, "eval"),
+        st, done);
   }
   if (o->progress)
     fprintf(stderr, "synth: %s: %s, %lld layers, %zu tensors, %s in %d shard(s), %.1f s\n", dir,

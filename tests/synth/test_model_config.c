@@ -31,12 +31,36 @@ static int load(const char *name, sq_model_config *c) {
 
 /* The parameter formula of a dense Llama-family model, written as a sum per
  * layer of attention + MLP + norms, independent of the tensor list code. */
-static uint64_t formula(uint64_t layers, uint64_t hidden, uint64_t heads, uint64_t kv,
-                        uint64_t hd, uint64_t inter, uint64_t vocab, int tied, int qkv_bias) {
+static uint64_t formula(uint64_t layers, uint64_t hidden, uint64_t heads, uint64_t kv, uint64_t hd,
+                        uint64_t inter, uint64_t vocab, int tied, int qkv_bias) {
   uint64_t attn = hidden * (heads * hd) + 2 * hidden * (kv * hd) + (heads * hd) * hidden;
   if (qkv_bias) attn += heads * hd + 2 * kv * hd;
   uint64_t per_layer = attn + 3 * hidden * inter + 2 * hidden;
   return layers * per_layer + vocab * hidden * (tied ? 1 : 2) + hidden;
+}
+
+/* DeepSeek-V3: MLA attention, first_k_dense dense MLPs, then routed + shared
+ * experts with a router and (noaux_tc) a score-correction bias. */
+static uint64_t deepseek_formula(uint64_t L, uint64_t h, uint64_t heads, uint64_t q_lora,
+                                 uint64_t kv_lora, uint64_t nope, uint64_t rope, uint64_t v,
+                                 uint64_t inter, uint64_t moe_inter, uint64_t E, uint64_t shared,
+                                 uint64_t kdense, uint64_t vocab) {
+  uint64_t attn = q_lora * h + q_lora + heads * (nope + rope) * q_lora + (kv_lora + rope) * h +
+                  kv_lora + heads * (nope + v) * kv_lora + h * heads * v;
+  uint64_t dense = 3 * h * inter;
+  uint64_t moe = (E + shared) * 3 * h * moe_inter + E * h + E;
+  return L * (attn + 2 * h) + kdense * dense + (L - kdense) * moe + 2 * vocab * h + h;
+}
+
+/* Llama-4 text model: every step-th layer MoE (fused experts, router, one
+ * shared expert), the others a dense MLP of intermediate_size_mlp. */
+static uint64_t llama4_formula(uint64_t L, uint64_t h, uint64_t heads, uint64_t kv, uint64_t hd,
+                               uint64_t inter, uint64_t inter_mlp, uint64_t E, uint64_t step,
+                               uint64_t vocab) {
+  uint64_t attn = 2 * h * heads * hd + 2 * h * kv * hd;
+  uint64_t n_moe = L / step;
+  uint64_t moe = E * h * 2 * inter + E * inter * h + 3 * h * inter + E * h;
+  return L * (attn + 2 * h) + n_moe * moe + (L - n_moe) * 3 * h * inter_mlp + 2 * vocab * h + h;
 }
 
 static void test_llama_8b(void) {
@@ -119,7 +143,8 @@ static void test_dense_fixtures(void) {
   }
   if (load("Qwen2.5-7B", &c)) {
     SQ_EXPECT(c.family == SQ_FAMILY_QWEN2);
-    SQ_EXPECT(c.attention_bias && !c.o_proj_bias); /* no attention_bias key, but qwen2 has q/k/v bias */
+    SQ_EXPECT(c.attention_bias &&
+              !c.o_proj_bias); /* no attention_bias key, but qwen2 has q/k/v bias */
     SQ_EXPECT(c.rms_norm_eps == 1e-6);
     SQ_EXPECT_EQ_INT(c.num_key_value_heads, 4);
     SQ_EXPECT_EQ_INT(c.head_dim, 128);
@@ -164,10 +189,24 @@ static void test_moe_fixtures(void) {
     SQ_EXPECT(sq_model_config_check_forward(&c) == SQ_ERR_UNSUPPORTED);
     SQ_EXPECT(strstr(sq_error_message(), "deepseek_v3") != NULL);
     sq_error_clear();
+    /* Main model (no MTP layer): published "671B total parameters". */
+    uint64_t want =
+        deepseek_formula(61, 7168, 128, 1536, 512, 128, 64, 128, 18432, 2048, 256, 1, 3, 129280);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+    SQ_EXPECT_NEAR((double)want, 671e9, 0, 0.005);
     sq_tensor_spec *s = NULL;
     size_t n = 0;
-    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_ERR_UNSUPPORTED && !s && n == 0);
-    sq_error_clear();
+    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_OK);
+    /* per layer: 2 norms + 7 attention; 3 dense mlp or 2 router + 3 x (256 + 1) */
+    SQ_EXPECT_EQ_INT(n, 2 + 61 * 9 + 3 * 3 + 58 * (2 + 3 * 257) + 1);
+    for (size_t i = 0; i < n; ++i)
+      if (strcmp(s[i].name, "model.layers.3.mlp.experts.255.down_proj.weight") == 0)
+        SQ_EXPECT(s[i].shape[0] == 7168 && s[i].shape[1] == 2048 && s[i].role == SQ_ROLE_LINEAR);
+      else if (strcmp(s[i].name, "model.layers.60.self_attn.kv_b_proj.weight") == 0)
+        SQ_EXPECT(s[i].shape[0] == 128 * 256 && s[i].shape[1] == 512);
+      else if (strcmp(s[i].name, "model.layers.3.mlp.gate.weight") == 0)
+        SQ_EXPECT(s[i].role == SQ_ROLE_ROUTER && s[i].shape[0] == 256);
+    free(s);
     sq_model_config_free(&c);
   }
   if (load("Llama-4-Maverick-17B-128E-Instruct", &c)) {
@@ -189,6 +228,60 @@ static void test_moe_fixtures(void) {
     SQ_EXPECT_EQ_INT(c.n_eos, 3);
     SQ_EXPECT(c.eos_token_ids[0] == 200001 && c.eos_token_ids[2] == 200008);
     SQ_EXPECT(c.torch_dtype == SQ_DTYPE_BF16);
+    SQ_EXPECT_EQ_INT(c.n_shared_experts, 1);
+    /* Text model: published "400B total parameters" (402B with the vision tower). */
+    uint64_t want = llama4_formula(48, 5120, 40, 8, 128, 8192, 16384, 128, 2, 202048);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+    SQ_EXPECT_NEAR((double)want, 400e9, 0, 0.005);
+    sq_tensor_spec *s = NULL;
+    size_t n = 0;
+    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_OK);
+    SQ_EXPECT_EQ_INT(n, 2 + 48 * 6 + 24 * 3 + 24 * 6 + 1);
+    if (n > 20) {
+      SQ_EXPECT(strcmp(s[0].name, "language_model.model.embed_tokens.weight") == 0);
+      SQ_EXPECT(strcmp(s[n - 1].name, "language_model.lm_head.weight") == 0);
+      /* layer 0 dense (intermediate_size_mlp), layer 1 MoE */
+      SQ_EXPECT(strcmp(s[7].name, "language_model.model.layers.0.feed_forward.gate_proj.weight") ==
+                    0 &&
+                s[7].shape[0] == 16384);
+      SQ_EXPECT(strcmp(s[16].name, "language_model.model.layers.1.feed_forward.router.weight") ==
+                0);
+      SQ_EXPECT(strcmp(s[17].name,
+                       "language_model.model.layers.1.feed_forward.experts.gate_up_proj") == 0 &&
+                s[17].ndim == 3 && s[17].shape[0] == 128 && s[17].shape[1] == 5120 &&
+                s[17].shape[2] == 16384);
+    }
+    free(s);
+    sq_model_config_free(&c);
+  }
+  /* Mixtral-8x7B (config written inline): published 46,702,792,704 parameters. */
+  const char *mixtral =
+      "{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": 4096, \"intermediate_size\": "
+      "14336, \"model_type\": \"mixtral\", \"num_attention_heads\": 32, \"num_experts_per_tok\": "
+      "2, "
+      "\"num_hidden_layers\": 32, \"num_key_value_heads\": 8, \"num_local_experts\": 8, "
+      "\"rms_norm_eps\": 1e-05, \"rope_theta\": 1000000.0, \"vocab_size\": 32000}";
+  if (sq_model_config_parse("mixtral.json", mixtral, strlen(mixtral), &c) == SQ_OK) {
+    SQ_EXPECT(c.family == SQ_FAMILY_MIXTRAL && c.num_experts == 8 && c.num_experts_per_tok == 2);
+    uint64_t per_layer =
+        2 * 4096 * 4096ull + 2 * 4096 * 1024ull + 2 * 4096 + 8 * 3 * 4096 * 14336ull + 8 * 4096;
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 32 * per_layer + 2 * 32000 * 4096ull + 4096);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), 46702792704ull);
+    sq_model_config_free(&c);
+  } else {
+    SQ_EXPECT_MSG(0, "mixtral: %s", sq_error_message());
+  }
+  /* Qwen-MoE has no list: a one-line unsupported error. */
+  const char *qmoe =
+      "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": "
+      "64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 10, "
+      "\"num_experts\": 4}";
+  if (sq_model_config_parse("qmoe.json", qmoe, strlen(qmoe), &c) == SQ_OK) {
+    sq_tensor_spec *s = NULL;
+    size_t n = 0;
+    SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_ERR_UNSUPPORTED && !s && !n);
+    SQ_EXPECT(strstr(sq_error_message(), "qwen2_moe") != NULL);
+    sq_error_clear();
     sq_model_config_free(&c);
   }
 }
@@ -207,14 +300,17 @@ static void expect_error(const char *text, sq_status st, const char *want) {
 }
 
 #define BASE_HEAD "{\"model_type\": \"llama\", "
-#define BASE_DIMS "\"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100"
+#define BASE_DIMS                                                                     \
+  "\"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, " \
+  "\"vocab_size\": 100"
 
 static void test_errors(void) {
   expect_error(BASE_HEAD "\"hidden_size\": \"4096\", " BASE_DIMS "}", SQ_ERR_FORMAT,
                "config.json: key 'hidden_size' must be a positive integer (got \"4096\")");
   expect_error(BASE_HEAD BASE_DIMS "}", SQ_ERR_FORMAT, "config.json: missing key 'hidden_size'");
-  expect_error(BASE_HEAD "\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": "
-                         "-2, \"num_attention_heads\": 4, \"vocab_size\": 100}",
+  expect_error(BASE_HEAD
+               "\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": "
+               "-2, \"num_attention_heads\": 4, \"vocab_size\": 100}",
                SQ_ERR_FORMAT, "key 'num_hidden_layers' must be a positive integer (got -2)");
   expect_error(BASE_HEAD "\"hidden_size\": 4294967296, " BASE_DIMS "}", SQ_ERR_FORMAT,
                "key 'hidden_size' must be below 2^31 (got 4294967296)");
@@ -231,12 +327,13 @@ static void test_errors(void) {
                SQ_ERR_FORMAT, "key 'torch_dtype' must be \"bfloat16\"");
   expect_error(BASE_HEAD "\"hidden_size\": 32, \"eos_token_id\": [1, \"2\"], " BASE_DIMS "}",
                SQ_ERR_FORMAT, "key 'eos_token_id' must be a token id or a list");
-  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": {\"rope_type\": \"llama3\", "
-                         "\"factor\": 8.0, \"high_freq_factor\": 4.0, "
-                         "\"original_max_position_embeddings\": 8192}, " BASE_DIMS "}",
+  expect_error(BASE_HEAD
+               "\"hidden_size\": 32, \"rope_scaling\": {\"rope_type\": \"llama3\", "
+               "\"factor\": 8.0, \"high_freq_factor\": 4.0, "
+               "\"original_max_position_embeddings\": 8192}, " BASE_DIMS "}",
                SQ_ERR_FORMAT, "missing key 'rope_scaling.low_freq_factor'");
-  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": 8, " BASE_DIMS "}",
-               SQ_ERR_FORMAT, "key 'rope_scaling' must be null or an object (got 8)");
+  expect_error(BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": 8, " BASE_DIMS "}", SQ_ERR_FORMAT,
+               "key 'rope_scaling' must be null or an object (got 8)");
   expect_error(BASE_HEAD "\"hidden_size\": 32, \"architectures\": \"LlamaForCausalLM\", " BASE_DIMS
                          "}",
                SQ_ERR_FORMAT, "key 'architectures' must be a non-empty list");
@@ -256,8 +353,9 @@ static void test_errors(void) {
   sq_error_clear();
 
   /* Unsupported rope scaling is parsed, and rejected only by the forward check. */
-  const char *yarn = BASE_HEAD "\"hidden_size\": 32, \"rope_scaling\": {\"type\": \"yarn\", "
-                               "\"factor\": 4.0}, " BASE_DIMS "}";
+  const char *yarn = BASE_HEAD
+      "\"hidden_size\": 32, \"rope_scaling\": {\"type\": \"yarn\", "
+      "\"factor\": 4.0}, " BASE_DIMS "}";
   SQ_EXPECT(sq_model_config_parse("config.json", yarn, strlen(yarn), &c) == SQ_OK);
   SQ_EXPECT(c.rope_scaling.kind == SQ_ROPE_OTHER && c.rope_scaling.factor == 4.0);
   SQ_EXPECT(sq_model_config_check_forward(&c) == SQ_ERR_UNSUPPORTED);
@@ -276,8 +374,9 @@ static void test_errors(void) {
   sq_model_config_free(&c);
 
   /* Llama's attention_bias biases q, k, v and o; tying drops lm_head. */
-  const char *biased = BASE_HEAD "\"hidden_size\": 32, \"attention_bias\": true, \"mlp_bias\": "
-                                 "true, \"tie_word_embeddings\": true, " BASE_DIMS "}";
+  const char *biased = BASE_HEAD
+      "\"hidden_size\": 32, \"attention_bias\": true, \"mlp_bias\": "
+      "true, \"tie_word_embeddings\": true, " BASE_DIMS "}";
   SQ_EXPECT(sq_model_config_parse("config.json", biased, strlen(biased), &c) == SQ_OK);
   SQ_EXPECT(c.attention_bias && c.o_proj_bias && c.mlp_bias);
   /* formula + the o and MLP biases it leaves out */
@@ -296,7 +395,7 @@ static void test_roundtrip(void) {
   SQ_EXPECT(sq_model_config_to_json(&c, &text) == SQ_OK);
   if (text) {
     SQ_EXPECT(strstr(text, "\"rms_norm_eps\": 1e-05") || strstr(text, "\"rms_norm_eps\": 1e-5"));
-    SQ_EXPECT(strstr(text, "\"pretraining_tp\": 1") != NULL);        /* unknown keys kept */
+    SQ_EXPECT(strstr(text, "\"pretraining_tp\": 1") != NULL); /* unknown keys kept */
     SQ_EXPECT(strstr(text, "\"transformers_version\": \"4.43.0.dev0\"") != NULL);
     SQ_EXPECT(sq_model_config_parse("again", text, strlen(text), &d) == SQ_OK);
     SQ_EXPECT_EQ_INT(d.num_hidden_layers, 2);
@@ -327,7 +426,7 @@ static void test_roundtrip(void) {
     SQ_EXPECT(text && sq_model_config_parse("again", text, strlen(text), &d) == SQ_OK);
     SQ_EXPECT_EQ_INT(d.num_hidden_layers, 4);
     json_t *v = json_object_get(json_object_get(d.json, "vision_config"), "num_hidden_layers");
-    SQ_EXPECT(v && json_integer_value(v) == 34); /* vision model untouched */
+    SQ_EXPECT(v && json_integer_value(v) == 34);                     /* vision model untouched */
     SQ_EXPECT(json_object_get(d.json, "num_hidden_layers") == NULL); /* written in text_config */
     sq_model_config_free(&d);
     free(text);
