@@ -178,11 +178,24 @@ static void sq_print_text(const sq_plan *p, const sq_plan_estimate *e, const sq_
            sq_format_bytes(e->total.peak_mem, b1, sizeof b1), sq_format_bytes(d->gpu_mem, b2, sizeof b2));
 }
 
+/* A JSON string literal for s (paths may hold quotes or backslashes). */
+static void sq_json_str(const char *s) {
+  putchar('"');
+  for (; *s; ++s) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') printf("\\%c", ch);
+    else if (ch < 0x20) printf("\\u%04x", ch);
+    else putchar(ch);
+  }
+  putchar('"');
+}
+
 static void sq_print_json(const sq_plan *p, const sq_plan_estimate *e, const sq_model_config *c,
                           const sq_plan_device *d, int layers) {
-  printf("{\n  \"model\": \"%s\", \"family\": \"%s\", \"layers\": %d, \"modules\": %zu, "
-         "\"groups\": %d,\n",
-         c->label, sq_model_family_name(c->family), p->n_layers, p->n_modules, p->n_groups);
+  printf("{\n  \"model\": ");
+  sq_json_str(c->label);
+  printf(", \"family\": \"%s\", \"layers\": %d, \"modules\": %zu, \"groups\": %d,\n",
+         sq_model_family_name(c->family), p->n_layers, p->n_modules, p->n_groups);
   printf("  \"ranks\": %d, \"nodes\": %d, \"samples\": %lld, \"seq_len\": %lld, \"gpu_mem\": %llu,\n",
          p->ranks, e->nodes, (long long)p->samples, (long long)p->seq_len,
          (unsigned long long)d->gpu_mem);

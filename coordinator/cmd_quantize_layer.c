@@ -33,22 +33,22 @@ static const char *const ql_method_names[] = {"gptq", "sparsegpt", "rtn"};
 static const char *const ql_actorder_names[] = {"none", "group", "weight"};
 
 typedef struct ql_opts {
-  char *w_path, *w_name;   /* --weight FILE:NAME */
-  char *h_path, *h_name;   /* --hessian FILE[:NAME] (h_name may be NULL) */
-  char *x_path, *x_name;   /* --inputs FILE[:NAME] */
+  char *w_path, *w_name; /* --weight FILE:NAME */
+  char *h_path, *h_name; /* --hessian FILE[:NAME] (h_name may be NULL) */
+  char *x_path, *x_name; /* --inputs FILE[:NAME] */
   const char *out;
   ql_method method;
   int bits, bits_given;
-  int group;               /* <= 0: per channel */
+  int group; /* <= 0: per channel */
   sq_actorder actorder;
   int symmetric;
   float damp;
   int64_t block;
   float sparsity;
   int prune_n, prune_m;
-  sq_dtype scale_dtype;    /* SQ_DTYPE_INVALID: the dtype of W (bf16 if W is not a 16/32-bit float) */
+  sq_dtype scale_dtype; /* SQ_DTYPE_INVALID: the dtype of W (bf16 if W is not a 16/32-bit float) */
   int json;
-  int sparse_given;        /* --mask or --sparsity was given */
+  int sparse_given; /* --mask or --sparsity was given */
 } ql_opts;
 
 /* Everything one run allocates; freed in ql_free. */
@@ -56,8 +56,8 @@ typedef struct ql_run {
   sq_st_file *wf, *hf, *xf;
   const sq_st_tensor *wt, *ht, *xt;
   int64_t d_out, d_in, tokens;
-  float *W, *H, *Q;        /* (d_out, d_in), (d_in, d_in), (d_out, d_in) */
-  int8_t *codes;           /* (d_out, d_in) */
+  float *W, *H, *Q; /* (d_out, d_in), (d_in, d_in), (d_out, d_in) */
+  int8_t *codes;    /* (d_out, d_in) */
   float *scales;
   int32_t *zp, *g_idx;
   sq_qargs q;
@@ -68,7 +68,8 @@ typedef struct ql_run {
 } ql_run;
 
 static void ql_usage(FILE *f) {
-  fprintf(f,
+  fprintf(
+      f,
       "usage: shardq quantize-layer --weight W.safetensors:NAME\n"
       "         (--hessian H.safetensors[:NAME] | --inputs X.safetensors[:NAME])\n"
       "         --method gptq|sparsegpt|rtn [options] --out Q.safetensors\n\n"
@@ -162,9 +163,18 @@ static int ql_parse(int argc, char **argv, ql_opts *o, int *done) {
       *done = 1;
       return SQ_EXIT_OK;
     }
-    if (!strcmp(s, "--json")) { o->json = 1; continue; }
-    if (!strcmp(s, "--sym")) { o->symmetric = 1; continue; }
-    if (!strcmp(s, "--asym")) { o->symmetric = 0; continue; }
+    if (!strcmp(s, "--json")) {
+      o->json = 1;
+      continue;
+    }
+    if (!strcmp(s, "--sym")) {
+      o->symmetric = 1;
+      continue;
+    }
+    if (!strcmp(s, "--asym")) {
+      o->symmetric = 0;
+      continue;
+    }
     if (i + 1 >= argc || strncmp(s, "--", 2)) {
       fprintf(stderr, "shardq quantize-layer: unknown option or missing value '%s' (see --help)\n",
               s);
@@ -194,7 +204,8 @@ static int ql_parse(int argc, char **argv, ql_opts *o, int *done) {
       o->bits = (int)l;
       o->bits_given = 1;
     } else if (!strcmp(s, "--group")) {
-      if (!ql_parse_long(v, -1, 1L << 30, &l)) return ql_bad(s, v, "a group size, or 0/-1 for per channel");
+      if (!ql_parse_long(v, -1, 1L << 30, &l))
+        return ql_bad(s, v, "a group size, or 0/-1 for per channel");
       o->group = (int)l;
     } else if (!strcmp(s, "--actorder")) {
       int k = 0;
@@ -217,20 +228,28 @@ static int ql_parse(int argc, char **argv, ql_opts *o, int *done) {
       o->prune_m = m;
       o->sparse_given = 1;
     } else if (!strcmp(s, "--scale-dtype")) {
-      if (!strcmp(v, "bf16")) o->scale_dtype = SQ_DTYPE_BF16;
-      else if (!strcmp(v, "fp16")) o->scale_dtype = SQ_DTYPE_F16;
-      else if (!strcmp(v, "fp32")) o->scale_dtype = SQ_DTYPE_F32;
-      else return ql_bad(s, v, "bf16, fp16 or fp32");
+      if (!strcmp(v, "bf16"))
+        o->scale_dtype = SQ_DTYPE_BF16;
+      else if (!strcmp(v, "fp16"))
+        o->scale_dtype = SQ_DTYPE_F16;
+      else if (!strcmp(v, "fp32"))
+        o->scale_dtype = SQ_DTYPE_F32;
+      else
+        return ql_bad(s, v, "bf16, fp16 or fp32");
     } else {
       fprintf(stderr, "shardq quantize-layer: unknown option '%s' (see --help)\n", s);
       return SQ_EXIT_USAGE;
     }
   }
   const char *why = NULL;
-  if (!o->w_path) why = "--weight FILE:NAME is required";
-  else if (!have_method) why = "--method gptq|sparsegpt|rtn is required";
-  else if (!o->out) why = "--out FILE is required";
-  else if (o->h_path && o->x_path) why = "give --hessian or --inputs, not both";
+  if (!o->w_path)
+    why = "--weight FILE:NAME is required";
+  else if (!have_method)
+    why = "--method gptq|sparsegpt|rtn is required";
+  else if (!o->out)
+    why = "--out FILE is required";
+  else if (o->h_path && o->x_path)
+    why = "give --hessian or --inputs, not both";
   else if (o->method != QL_RTN && !o->h_path && !o->x_path)
     why = "gptq and sparsegpt need --hessian H.safetensors or --inputs X.safetensors";
   else if (o->method != QL_GPTQ && o->actorder != SQ_ACTORDER_NONE)
@@ -285,16 +304,22 @@ static sq_status ql_open_tensor(const char *path, const char *name, const char *
                           path, sq_st_count(*f), flag, path);
     *t = sq_st_at(*f, 0);
   } else if (!(*t = sq_st_find(*f, name))) {
-    return sq_error_set(SQ_ERR_ARG, "%s: no tensor '%s' (given to %s) -- hint: `shardq inspect %s` "
-                        "lists the tensors", path, name, flag, path);
+    return sq_error_set(SQ_ERR_ARG,
+                        "%s: no tensor '%s' (given to %s) -- hint: `shardq inspect %s` "
+                        "lists the tensors",
+                        path, name, flag, path);
   }
   if (!ql_is_float((*t)->dtype))
-    return sq_error_set(SQ_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; %s needs F32, F16, BF16 or "
-                        "F8_E4M3", path, (*t)->name, sq_dtype_name((*t)->dtype), flag);
+    return sq_error_set(SQ_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' is %s; %s needs F32, F16, BF16 or "
+                        "F8_E4M3",
+                        path, (*t)->name, sq_dtype_name((*t)->dtype), flag);
   return SQ_OK;
 }
 
-static float *ql_alloc_f(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+static float *ql_alloc_f(int64_t n) {
+  return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+}
 
 /* Rows of X's first dimension per chunk, and the tokens each first-dim row holds. */
 static int64_t ql_chunk_rows(const ql_run *r) {
@@ -312,7 +337,7 @@ static sq_status ql_hessian_from_inputs(ql_run *r, float *chunk) {
   for (int64_t r0 = 0; r0 < rows; r0 += step) {
     int64_t n = rows - r0 < step ? rows - r0 : step;
     SQ_CHECK_GOTO(sq_st_read_rows_f32(r->xf, r->xt, r0, n, chunk), st, done);
-    SQ_CHECK_GOTO(sq_hessian_accumulate(&h, chunk, n * tok_per - 1, r->module), st, done);
+    SQ_CHECK_GOTO(sq_hessian_accumulate(&h, chunk, n * tok_per, r->module), st, done);
   }
   SQ_CHECK_GOTO(sq_hessian_finalize(&h, r->H, r->module), st, done);
 done:
@@ -324,9 +349,9 @@ done:
 static sq_status ql_rel_error(ql_run *r, float *chunk) {
   int64_t rows = r->xt->shape[0], step = ql_chunk_rows(r), tok_per = r->tokens / rows;
   int64_t d_out = r->d_out, d_in = r->d_in, max_t = step * tok_per;
-  float *D = ql_alloc_f(d_out * d_in);     /* (d_out, d_in) W - Q */
-  float *Y = ql_alloc_f(max_t * d_out);    /* (T, d_out) */
-  float *E = ql_alloc_f(max_t * d_out);    /* (T, d_out) */
+  float *D = ql_alloc_f(d_out * d_in);  /* (d_out, d_in) W - Q */
+  float *Y = ql_alloc_f(max_t * d_out); /* (T, d_out) */
+  float *E = ql_alloc_f(max_t * d_out); /* (T, d_out) */
   sq_status st = SQ_OK;
   if (!D || !Y || !E) {
     st = sq_error_set(SQ_ERR_NOMEM, "%s: out of memory for the error report", r->module);
@@ -337,10 +362,10 @@ static sq_status ql_rel_error(ql_run *r, float *chunk) {
   for (int64_t r0 = 0; r0 < rows; r0 += step) {
     int64_t n = rows - r0 < step ? rows - r0 : step, T = n * tok_per;
     SQ_CHECK_GOTO(sq_st_read_rows_f32(r->xf, r->xt, r0, n, chunk), st, done);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)d_out, (int)d_in, 1.0f,
-                chunk, (int)d_in, r->W, (int)d_in, 0.0f, Y, (int)d_out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)d_out, (int)d_in, 1.0f,
-                chunk, (int)d_in, D, (int)d_in, 0.0f, E, (int)d_out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)d_out, (int)d_in, 1.0f, chunk,
+                (int)d_in, r->W, (int)d_in, 0.0f, Y, (int)d_out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)d_out, (int)d_in, 1.0f, chunk,
+                (int)d_in, D, (int)d_in, 0.0f, E, (int)d_out);
     for (int64_t i = 0; i < T * d_out; i++) {
       num += (double)E[i] * E[i];
       den += (double)Y[i] * Y[i];
@@ -375,8 +400,11 @@ static sq_status ql_solve(const ql_opts *o, ql_run *r) {
     g.static_groups = o->actorder == SQ_ACTORDER_WEIGHT;
     g.block_size = o->block;
     g.damp_frac = o->damp;
-    sq_gptq_out out = {.codes = r->codes, .scales = r->scales, .zero_points = r->zp,
-                       .g_idx = r->g_idx, .deq = r->Q};
+    sq_gptq_out out = {.codes = r->codes,
+                       .scales = r->scales,
+                       .zero_points = r->zp,
+                       .g_idx = r->g_idx,
+                       .deq = r->Q};
     SQ_CHECK(sq_gptq_quantize(r->module, r->W, r->H, d_out, d_in, &g, NULL, 0, &out));
     r->has_g_idx = out.has_g_idx;
     r->loss = out.loss;
@@ -390,8 +418,8 @@ static sq_status ql_solve(const ql_opts *o, ql_run *r) {
     s.damp_frac = o->damp;
     s.quantize = r->quantized;
     s.q = r->q;
-    sq_sparsegpt_out out = {.weight = r->Q, .codes = r->codes, .scales = r->scales,
-                            .zero_points = r->zp};
+    sq_sparsegpt_out out = {
+        .weight = r->Q, .codes = r->codes, .scales = r->scales, .zero_points = r->zp};
     SQ_CHECK(sq_sparsegpt_prune(r->module, r->W, r->H, d_out, d_in, &s, NULL, 0, &out));
     r->loss = out.loss;
     r->damp = out.damp;
@@ -427,8 +455,10 @@ static sq_status ql_execute(const ql_opts *o, ql_run *r) {
   SQ_CHECK(ql_open_tensor(o->w_path, o->w_name, "--weight", &r->wf, &r->wt));
   ql_shape_str(r->wt, ws, sizeof ws);
   if (r->wt->ndim != 2 || r->wt->shape[0] < 1 || r->wt->shape[1] < 1)
-    return sq_error_set(SQ_ERR_ARG, "%s: tensor '%s' has shape %s; --weight needs a 2-D (d_out, "
-                        "d_in) Linear weight", o->w_path, o->w_name, ws);
+    return sq_error_set(SQ_ERR_ARG,
+                        "%s: tensor '%s' has shape %s; --weight needs a 2-D (d_out, "
+                        "d_in) Linear weight",
+                        o->w_path, o->w_name, ws);
   r->d_out = r->wt->shape[0];
   r->d_in = r->wt->shape[1];
   /* module name: NAME without ".weight" */
@@ -439,25 +469,29 @@ static sq_status ql_execute(const ql_opts *o, ql_run *r) {
   sq_dtype sd = o->scale_dtype;
   if (sd == SQ_DTYPE_INVALID)
     sd = (r->wt->dtype == SQ_DTYPE_F32 || r->wt->dtype == SQ_DTYPE_F16) ? r->wt->dtype
-                                                                          : SQ_DTYPE_BF16;
-  r->q = (sq_qargs){.num_bits = o->bits, .type = SQ_QTYPE_INT, .symmetric = o->symmetric,
+                                                                        : SQ_DTYPE_BF16;
+  r->q = (sq_qargs){.num_bits = o->bits,
+                    .type = SQ_QTYPE_INT,
+                    .symmetric = o->symmetric,
                     .strategy = o->group > 0 ? SQ_QSTRAT_GROUP : SQ_QSTRAT_CHANNEL,
-                    .group_size = o->group > 0 ? o->group : 0, .scale_dtype = sd};
+                    .group_size = o->group > 0 ? o->group : 0,
+                    .scale_dtype = sd};
 
   int64_t d_in = r->d_in, nw = r->d_out * d_in;
   r->W = ql_alloc_f(nw);
   r->Q = ql_alloc_f(nw);
-  if (!r->W || !r->Q)
-    return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory for %s", o->w_path, ws);
+  if (!r->W || !r->Q) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory for %s", o->w_path, ws);
   SQ_CHECK(sq_st_read_f32(r->wf, r->wt, r->W, r->wt->nelem));
 
   if (o->h_path) {
     SQ_CHECK(ql_open_tensor(o->h_path, o->h_name, "--hessian", &r->hf, &r->ht));
     ql_shape_str(r->ht, os, sizeof os);
     if (r->ht->ndim != 2 || r->ht->shape[0] != d_in || r->ht->shape[1] != d_in)
-      return sq_error_set(SQ_ERR_ARG, "shape mismatch: %s:%s is %s but the Hessian %s:%s is %s; "
-                          "it must be (d_in, d_in) = (%lld, %lld)", o->w_path, o->w_name, ws,
-                          o->h_path, r->ht->name, os, (long long)d_in, (long long)d_in);
+      return sq_error_set(SQ_ERR_ARG,
+                          "shape mismatch: %s:%s is %s but the Hessian %s:%s is %s; "
+                          "it must be (d_in, d_in) = (%lld, %lld)",
+                          o->w_path, o->w_name, ws, o->h_path, r->ht->name, os, (long long)d_in,
+                          (long long)d_in);
     if (!(r->H = ql_alloc_f(d_in * d_in)))
       return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory for the Hessian", o->h_path);
     SQ_CHECK(sq_st_read_f32(r->hf, r->ht, r->H, r->ht->nelem));
@@ -469,9 +503,10 @@ static sq_status ql_execute(const ql_opts *o, ql_run *r) {
     ql_shape_str(r->xt, os, sizeof os);
     if ((r->xt->ndim != 2 && r->xt->ndim != 3) || r->xt->shape[r->xt->ndim - 1] != d_in ||
         r->xt->nelem == 0)
-      return sq_error_set(SQ_ERR_ARG, "shape mismatch: %s:%s is %s but the inputs %s:%s are %s; "
-                          "they must be (tokens, %lld) or (samples, seq, %lld)", o->w_path,
-                          o->w_name, ws, o->x_path, r->xt->name, os, (long long)d_in,
+      return sq_error_set(SQ_ERR_ARG,
+                          "shape mismatch: %s:%s is %s but the inputs %s:%s are %s; "
+                          "they must be (tokens, %lld) or (samples, seq, %lld)",
+                          o->w_path, o->w_name, ws, o->x_path, r->xt->name, os, (long long)d_in,
                           (long long)d_in);
     r->tokens = (int64_t)(r->xt->nelem / (uint64_t)d_in);
     int64_t tok_per = r->tokens / r->xt->shape[0];
@@ -491,7 +526,9 @@ done:
   return st;
 }
 
-static json_t *ql_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+static json_t *ql_num(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
 
 static void ql_report(const ql_opts *o, const ql_run *r) {
   const sq_qargs *q = &r->q;
@@ -541,14 +578,18 @@ static void ql_report(const ql_opts *o, const ql_run *r) {
   printf("method     %s (%s", ql_method_names[o->method], scheme);
   if (o->method == QL_GPTQ) printf(", actorder %s", ql_actorder_names[o->actorder]);
   if (o->method == QL_SPARSEGPT) {
-    if (o->prune_n) printf(", mask %d:%d", o->prune_n, o->prune_m);
-    else printf(", sparsity %g", (double)o->sparsity);
+    if (o->prune_n)
+      printf(", mask %d:%d", o->prune_n, o->prune_m);
+    else
+      printf(", sparsity %g", (double)o->sparsity);
   }
   printf(")\n");
   printf("weight     %s:%s (%lld, %lld) %s\n", o->w_path, o->w_name, (long long)r->d_out,
          (long long)r->d_in, sq_dtype_name(r->wt->dtype));
-  if (isfinite(r->loss)) printf("loss       %.6g (damp %.6g)\n", r->loss, r->damp);
-  else printf("loss       n/a (rtn has no solver loss)\n");
+  if (isfinite(r->loss))
+    printf("loss       %.6g (damp %.6g)\n", r->loss, r->damp);
+  else
+    printf("loss       n/a (rtn has no solver loss)\n");
   if (o->x_path)
     printf("rel_error  %.6g  ||X(W-Q)^T||_F / ||XW^T||_F over %lld tokens\n", r->rel_err,
            (long long)r->tokens);
@@ -557,15 +598,22 @@ static void ql_report(const ql_opts *o, const ql_run *r) {
 }
 
 int sq_cmd_quantize_layer(int argc, char **argv) {
-  ql_opts o = {.method = QL_GPTQ, .bits = 4, .group = 128, .actorder = SQ_ACTORDER_NONE,
-               .symmetric = 1, .damp = 0.01f, .block = 128, .sparsity = 0.5f,
+  ql_opts o = {.method = QL_GPTQ,
+               .bits = 4,
+               .group = 128,
+               .actorder = SQ_ACTORDER_NONE,
+               .symmetric = 1,
+               .damp = 0.01f,
+               .block = 128,
+               .sparsity = 0.5f,
                .scale_dtype = SQ_DTYPE_INVALID};
   ql_run r = {0};
   int done = 0, rc = ql_parse(argc, argv, &o, &done);
   if (rc == SQ_EXIT_OK && !done) {
     sq_status st = ql_execute(&o, &r);
     if (st == SQ_OK) ql_report(&o, &r);
-    /* a usage-level SQ_ERR_ARG from the files (missing tensor, shapes) is an error, not bad flags */
+    /* a usage-level SQ_ERR_ARG from the files (missing tensor, shapes) is an error, not bad flags
+     */
     rc = st == SQ_OK ? SQ_EXIT_OK : sq_cli_report("quantize-layer", st, -1);
     if (rc == SQ_EXIT_USAGE) rc = SQ_EXIT_ERROR;
   }

@@ -379,6 +379,8 @@ sq_status sq_journal_open_or_prev(const char *dir, sq_journal **out) {
   if (st != SQ_ERR_FORMAT) return st;
   char first[1024];
   snprintf(first, sizeof first, "%s", sq_error_message());
+  char *hint = strstr(first, " -- hint:");
+  if (hint) *hint = '\0'; /* the hint says to do what happens next */
   sq_error_clear();
   st = sq_jn_load(dir, SQ_JOURNAL_PREV_FILE, out);
   if (st != SQ_OK) {

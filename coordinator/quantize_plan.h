@@ -24,18 +24,42 @@ typedef struct sq_qplan_args {
   uint64_t shuffle_seed;
 } sq_qplan_args;
 
+/* What the job does to one Linear module of the decoder layers. */
+typedef struct sq_qplan_mod {
+  int process;       /* the solver runs on it (quantize and/or prune) */
+  int quantize;      /* stored as compressed tensors (else dense) */
+  int input_scale;   /* static per-tensor input activations: write <m>.input_scale */
+  sq_qargs input_q;  /* their QuantizationArgs (scale_dtype = the model's) */
+  sq_lq_opts lq;     /* solver options when process */
+} sq_qplan_mod;
+
 typedef struct sq_qplan {
-  sq_ct_config ct;   /* written into config.json */
-  sq_lq_opts lq;     /* solver options for every quantized module */
-  char summary[160]; /* "W4A16 gptq int4 sym group(128)" */
+  sq_ct_config ct;     /* written into config.json */
+  sq_lq_opts lq;       /* options of the first processed module (the --scheme path: all) */
+  sq_qplan_mod *mods;  /* (n_layers, SQ_MOD_COUNT) */
+  int64_t n_layers;
+  sq_dtype dtype;      /* the checkpoint's weight dtype */
+  int kv_cache;        /* write self_attn.k_scale / v_scale (static fp8 per tensor) */
+  sq_qargs kv_q;       /* their QuantizationArgs */
+  int smooth_attn, smooth_mlp; /* SmoothQuant mappings in use */
+  float smooth_alpha;
+  sq_lq_opts *opts_list; /* distinct solver options of processed modules */
+  int n_opts;
+  char summary[160];   /* "W4A16 gptq int4 sym group(128)" */
 } sq_qplan;
 
 /* Defaults: W4A16, gptq, damp 0.01, block 128, sparsity 0.5, sym unset (-1). */
 void sq_qplan_args_default(sq_qplan_args *a);
-/* Build the plan for model m (scales in its weights' dtype). */
+/* Build the plan for model m (scales in its weights' dtype): from --recipe
+ * (recipes/recipe.h, resolved per module) or from --scheme and its flags. */
 sq_status sq_qplan_build(const sq_qplan_args *a, const sq_model *m, sq_qplan *out);
 void sq_qplan_free(sq_qplan *p);
-/* Is module (e.g. "model.layers.0.mlp.down_proj") quantized (not ignored)? */
-int sq_qplan_quantized(const sq_qplan *p, const char *module);
+/* Module mod (SQ_MOD_*) of decoder layer `layer`. */
+const sq_qplan_mod *sq_qplan_module(const sq_qplan *p, int layer, int mod);
+/* Does the job need a calibration forward for this plan's layers (Hessians,
+ * SmoothQuant, static activation or kv-cache scales)? */
+int sq_qplan_needs_calibration(const sq_qplan *p);
+/* Every processed module's solver options, for sq_lq_init (*n >= 1; points into p). */
+const sq_lq_opts *sq_qplan_all_opts(const sq_qplan *p, int *n);
 
 #endif

@@ -19,6 +19,8 @@
  * YaRN (HF _compute_yarn_parameters, dim = qk_rope_head_dim, base = rope_theta):
  *   pos_freqs[i] = base^(2i/dim) (fp32); extra = 1/pos_freqs; inter = 1/(factor*pos_freqs)
  *   corr_dim(n) = dim * ln(orig_max / (n * 2π)) / (2 ln base)
+ *   (orig_max = original_max_position_embeddings, as current HF; older HF versions used
+ *   max_position_embeddings here)
  *   low = max(floor(corr_dim(beta_fast)), 0), high = min(ceil(corr_dim(beta_slow)), dim-1)
  *   (no floor/ceil when truncate is 0); ramp[i] = clamp((i - low) / (high - low), 0, 1)
  *   (high += 0.001 if equal); ef = 1 - ramp;  inv_freq = inter*(1-ef) + extra*ef
@@ -69,13 +71,13 @@ void sq_mla_rope_free(sq_mla_rope *r);
 
 typedef struct sq_mla_cfg {
   int64_t hidden, n_heads;
-  int64_t q_lora_rank;  /* 0: q_proj (config q_lora_rank null) */
+  int64_t q_lora_rank; /* 0: q_proj (config q_lora_rank null) */
   int64_t kv_lora_rank;
   int64_t qk_nope, qk_rope, v_head; /* qk_nope_head_dim, qk_rope_head_dim, v_head_dim */
-  float eps;            /* rms_norm_eps of q_a_layernorm / kv_a_layernorm */
-  int rope_interleave;  /* config.rope_interleave (HF default 1) */
-  float scale;          /* sq_mla_softmax_scale() */
-  const sq_mla_rope *rope; /* dim == qk_rope, max_t >= T */
+  float eps;                        /* rms_norm_eps of q_a_layernorm / kv_a_layernorm */
+  int rope_interleave;              /* config.rope_interleave (HF default 1) */
+  float scale;                      /* sq_mla_softmax_scale() */
+  const sq_mla_rope *rope;          /* dim == qk_rope, max_t >= T */
 } sq_mla_cfg;
 
 /* Weights in torch layout (d_out, d_in); biases (attention_bias) may be NULL. */

@@ -53,9 +53,9 @@ extern "C" {
 /* ---- routers ----------------------------------------------------------------- */
 
 typedef enum sq_moe_router_kind {
-  SQ_MOE_ROUTER_SOFTMAX = 0,  /* Mixtral, Qwen2-MoE, Qwen3-MoE */
-  SQ_MOE_ROUTER_DEEPSEEK_V3,  /* sigmoid + e_score_correction_bias, group-limited */
-  SQ_MOE_ROUTER_LLAMA4        /* top-k logits, sigmoid weight on the expert input */
+  SQ_MOE_ROUTER_SOFTMAX = 0, /* Mixtral, Qwen2-MoE, Qwen3-MoE */
+  SQ_MOE_ROUTER_DEEPSEEK_V3, /* sigmoid + e_score_correction_bias, group-limited */
+  SQ_MOE_ROUTER_LLAMA4       /* top-k logits, sigmoid weight on the expert input */
 } sq_moe_router_kind;
 
 typedef struct sq_moe_router_cfg {
@@ -108,11 +108,11 @@ typedef struct sq_moe_expert {
 } sq_moe_expert;
 
 typedef struct sq_moe_block {
-  int64_t hidden;      /* d */
-  int64_t ff;          /* routed experts' intermediate size (moe_intermediate_size) */
-  int n_experts;       /* E, = the dispatch's */
+  int64_t hidden;               /* d */
+  int64_t ff;                   /* routed experts' intermediate size (moe_intermediate_size) */
+  int n_experts;                /* E, = the dispatch's */
   const sq_moe_expert *experts; /* (E) */
-  int scale_input;     /* sq_moe_routing_scales_input(kind) */
+  int scale_input;              /* sq_moe_routing_scales_input(kind) */
   /* Shared expert, always applied to every token; shared.gate NULL: none.
    * DeepSeek-V3's n_shared_experts are one MLP of ff = moe_inter * n_shared. */
   sq_moe_expert shared;

@@ -417,8 +417,8 @@ static sq_status parse_solver_common(const ctx *c, const sq_ynode *args, sq_reci
   if ((v = get(args, "block_size"))) SQ_CHECK(as_int(c, v, "block_size", 1, 1 << 20, &m->block_size));
   if ((v = get(args, "dampening_frac"))) {
     SQ_CHECK(as_double(c, v, "dampening_frac", &m->dampening_frac));
-    if (!(m->dampening_frac > 0 && m->dampening_frac < 1))
-      return err_at(c, v, "dampening_frac %g is not in (0, 1) -- hint: 0.01 is the default; a positive "
+    if (!(m->dampening_frac >= 0 && m->dampening_frac < 1))
+      return err_at(c, v, "dampening_frac %g is not in [0, 1) -- hint: 0.01 is the default; a positive "
                     "dampening keeps the Hessian's Cholesky factorisation stable", m->dampening_frac);
   }
   if ((v = get(args, "offload_hessians"))) SQ_CHECK(as_bool(c, v, "offload_hessians", &m->offload_hessians));

@@ -85,7 +85,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
   }
   const double nh = (double)c->num_attention_heads;
   const double net_bw = e->nodes > 1 ? d->net_bw : d->intra_bw;
-  const double embed = (double)c->vocab_size * h * eb;
+  const double eb16 = fp8 ? 2.0 : eb; /* embed, norms, routers stay bf16 in fp8 checkpoints */
+  const double embed = (double)c->vocab_size * h * eb16;
   for (int r = 0; r < N; ++r) tread[r] = embed;
   e->wall_s = embed / d->read_bw;
 
@@ -108,10 +109,12 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
         a->owned_expert += par;
         /* (routed tokens, d_in) @ (d_in, d_out) in both passes */
         a->expert_flops_params += par;
-        if (first_of_group) {
-          a->owned_expert_h2 += in2;
-          a->routed_in += total_tokens * topk / E * (double)m->d_in;
-        }
+        if (first_of_group) a->owned_expert_h2 += in2;
+        /* dispatch buffer: the tokens routed to this expert, hidden-wide
+         * (once per expert, at its first module); the ff-wide intermediate
+         * is processed in chunks and not counted */
+        if (i == L->first || p->modules[i - 1].expert != m->expert)
+          a->routed_in += total_tokens * topk / E * h;
       } else {
         dense_params += par;
         a->owned_dense += par;
@@ -121,7 +124,7 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
         }
       }
     }
-    const double small = sq_small_elems(c, L) * eb;
+    const double small = sq_small_elems(c, L) * eb16;
     double layer_max = 0;
     for (int r = 0; r < N; ++r) {
       const double f0 = tflops[r], h0 = thbm[r], n0 = tnet[r], rd0 = tread[r];
@@ -144,7 +147,7 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
         if (L->moe) net += 2.0 * 2.0 * tok * topk * h * 2.0 * (double)(N - 1) / N;
         tnet[r] += net;
       }
-      const double act = tok * h * 4.0 * 4.0 + a->routed_in * 4.0 * 2.0;
+      const double act = tok * h * 4.0 * 4.0 + a->routed_in * 4.0;
       const double peak = 2.0 * (dense_params + a->owned_expert) + 4.0 * (dense_h2 + a->owned_expert_h2) +
                           a->largest + act;
       const double t = (tflops[r] - f0) / d->flops + (thbm[r] - h0) / d->mem_bw +

@@ -40,18 +40,23 @@ static sq_status sq_mpi_error(const sq_comm *c, int rc, const char *call, const 
   char text[MPI_MAX_ERROR_STRING] = "";
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  return sq_error_set(SQ_ERR_MPI, "%s: %s failed on rank %d (%s): %s -- hint: a peer rank probably "
-                      "failed; look for its error", label, call, c->rank, sq_comm_host(c), text);
+  return sq_error_set(SQ_ERR_MPI,
+                      "%s: %s failed on rank %d (%s): %s -- hint: a peer rank probably "
+                      "failed; look for its error",
+                      label, call, c->rank, sq_comm_host(c), text);
 }
 
 sq_status sq_comm_timeout_error(const sq_comm *c, const char *label) {
-  return sq_error_set(SQ_ERR_MPI, "collective '%s' timed out after %g s on rank %d (%s) (a peer "
+  return sq_error_set(SQ_ERR_MPI,
+                      "collective '%s' timed out after %g s on rank %d (%s) (a peer "
                       "rank probably failed) -- hint: look for the first error of another rank; "
                       "raise SHARDQ_COMM_TIMEOUT if this step legitimately takes longer",
                       label, sq_comm_timeout(c), c->rank, sq_comm_host(c));
 }
 
-double sq_comm_deadline(const sq_comm *c) { return sq_time_now() + sq_comm_timeout(c); }
+double sq_comm_deadline(const sq_comm *c) {
+  return sq_time_now() + sq_comm_timeout(c);
+}
 
 /* Poll reqs until all are done or the deadline passes. Short spins first
  * (latency), then sleeps of up to 1 ms so oversubscribed ranks share cores. */
@@ -80,8 +85,10 @@ static sq_status sq_comm_env_timeout(double *out) {
   errno = 0;
   double v = strtod(s, &end);
   if (errno || *end || !(v > 0))
-    return sq_error_set(SQ_ERR_ARG, "SHARDQ_COMM_TIMEOUT='%s' is not a positive number of seconds "
-                        "-- hint: e.g. SHARDQ_COMM_TIMEOUT=600", s);
+    return sq_error_set(SQ_ERR_ARG,
+                        "SHARDQ_COMM_TIMEOUT='%s' is not a positive number of seconds "
+                        "-- hint: e.g. SHARDQ_COMM_TIMEOUT=600",
+                        s);
   *out = v;
   return SQ_OK;
 }
@@ -94,15 +101,18 @@ sq_status sq_comm_init_mpi(int *argc, char ***argv, sq_comm **out) {
   MPI_Initialized(&inited);
   MPI_Finalized(&finalized);
   if (finalized)
-    return sq_error_set(SQ_ERR_MPI, "MPI was already finalized -- hint: create communicators "
+    return sq_error_set(SQ_ERR_MPI,
+                        "MPI was already finalized -- hint: create communicators "
                         "before freeing the last one");
   if (!inited) {
     int provided = 0;
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
     if (rc != MPI_SUCCESS)
-      return sq_error_set(SQ_ERR_MPI, "MPI_Init_thread failed (code %d) -- hint: start with "
+      return sq_error_set(SQ_ERR_MPI,
+                          "MPI_Init_thread failed (code %d) -- hint: start with "
                           "mpirun/srun --mpi=pmix; as root set OMPI_ALLOW_RUN_AS_ROOT=1 "
-                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", rc);
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+                          rc);
     sq_comm_we_init = 1;
   }
   sq_comm *c = calloc(1, sizeof *c);
@@ -132,7 +142,9 @@ sq_status sq_comm_init_mpi(int *argc, char ***argv, sq_comm **out) {
   return SQ_OK;
 }
 
-void sq_comm_attach_nccl(sq_comm *c, struct sq_nccl *n) { c->impl->nccl = n; }
+void sq_comm_attach_nccl(sq_comm *c, struct sq_nccl *n) {
+  c->impl->nccl = n;
+}
 
 void sq_comm_release(sq_comm *c, int may_finalize) {
   if (!c || !c->impl) return;
@@ -150,7 +162,9 @@ void sq_comm_release(sq_comm *c, int may_finalize) {
   }
 }
 
-void sq_comm_free(sq_comm *c) { sq_comm_release(c, 1); }
+void sq_comm_free(sq_comm *c) {
+  sq_comm_release(c, 1);
+}
 
 void sq_comm_abort(const sq_comm *c, int code) {
   fflush(stdout);
@@ -164,13 +178,21 @@ void sq_comm_abort(const sq_comm *c, int code) {
 
 /* ---- properties ---------------------------------------------------------- */
 
-int sq_comm_rank(const sq_comm *c) { return c->rank; }
-int sq_comm_size(const sq_comm *c) { return c->size; }
+int sq_comm_rank(const sq_comm *c) {
+  return c->rank;
+}
+int sq_comm_size(const sq_comm *c) {
+  return c->size;
+}
 const char *sq_comm_backend_name(const sq_comm *c) {
   return !c->impl ? "single" : c->impl->nccl ? "nccl" : "mpi";
 }
-int sq_comm_uses_device(const sq_comm *c) { return c->impl && c->impl->nccl; }
-const char *sq_comm_host(const sq_comm *c) { return c->impl ? c->impl->host : "localhost"; }
+int sq_comm_uses_device(const sq_comm *c) {
+  return c->impl && c->impl->nccl;
+}
+const char *sq_comm_host(const sq_comm *c) {
+  return c->impl ? c->impl->host : "localhost";
+}
 double sq_comm_timeout(const sq_comm *c) {
   return c->impl ? c->impl->timeout : SQ_COMM_DEFAULT_TIMEOUT;
 }
@@ -190,11 +212,15 @@ void sq_comm_describe(const sq_comm *c, char *buf, size_t len) {
            fp && *fp ? " mode " : "", fp && *fp ? (mode && *mode ? mode : "error") : "");
 }
 
-MPI_Comm sq_comm_mpi_handle(const sq_comm *c) { return c->impl ? c->impl->mpi : MPI_COMM_SELF; }
+MPI_Comm sq_comm_mpi_handle(const sq_comm *c) {
+  return c->impl ? c->impl->mpi : MPI_COMM_SELF;
+}
 
 /* ---- reductions ---------------------------------------------------------- */
 
-static size_t sq_dtype_bytes(sq_comm_dtype dt) { return dt == SQ_COMM_F32 ? 4 : 8; }
+static size_t sq_dtype_bytes(sq_comm_dtype dt) {
+  return dt == SQ_COMM_F32 ? 4 : 8;
+}
 static MPI_Datatype sq_dtype_mpi(sq_comm_dtype dt) {
   return dt == SQ_COMM_F32 ? MPI_FLOAT : dt == SQ_COMM_F64 ? MPI_DOUBLE : MPI_INT64_T;
 }
@@ -360,9 +386,11 @@ sq_status sq_comm_alltoallv(const sq_comm *c, const void *sendbuf, const int64_t
     if (sendcounts[r] < 0 || recvcounts[r] < 0 || sdispls[r] < 0 || rdispls[r] < 0 ||
         sendcounts[r] > INT_MAX || recvcounts[r] > INT_MAX || sdispls[r] > INT_MAX ||
         rdispls[r] > INT_MAX)
-      return sq_error_set(SQ_ERR_ARG, "%s: count/displacement for rank %d is negative or over "
+      return sq_error_set(SQ_ERR_ARG,
+                          "%s: count/displacement for rank %d is negative or over "
                           "INT_MAX elements -- hint: use a larger elem_bytes or split the "
-                          "exchange", label, r);
+                          "exchange",
+                          label, r);
   if (!c->impl) {
     if (sendcounts[0] != recvcounts[0])
       return sq_error_set(SQ_ERR_ARG, "%s: rank 0 sends %lld elements to itself but expects %lld",
@@ -517,6 +545,8 @@ sq_status sq_comm_failpoint(const sq_comm *c, const char *label) {
     fflush(stderr);
     for (;;) sleep(1);
   }
-  return sq_error_set(SQ_ERR_INTERNAL, "fail point '%s' triggered on rank %d -- hint: unset "
-                      "SHARDQ_FAILPOINT (fault-injection testing only)", label, c->rank);
+  return sq_error_set(SQ_ERR_INTERNAL,
+                      "fail point '%s' triggered on rank %d -- hint: unset "
+                      "SHARDQ_FAILPOINT (fault-injection testing only)",
+                      label, c->rank);
 }

@@ -28,7 +28,8 @@ sq_status sq_comm_init_nccl(int *argc, char ***argv, int device, sq_comm **out) 
   (void)argv;
   (void)device;
   *out = NULL;
-  return sq_error_set(SQ_ERR_NO_DEVICE, "the NCCL backend needs a CUDA build; this shardq was built "
+  return sq_error_set(SQ_ERR_NO_DEVICE,
+                      "the NCCL backend needs a CUDA build; this shardq was built "
                       "with SHARDQ_CUDA=OFF -- hint: use the MPI (CPU) backend");
 }
 
@@ -41,8 +42,12 @@ sq_status sq_nccl_open(const sq_comm *c, int device, struct sq_nccl **out) {
   *out = NULL;
   return sq_nccl_missing("nccl open");
 }
-void sq_nccl_close(struct sq_nccl *n) { (void)n; }
-void sq_nccl_abort(struct sq_nccl *n) { (void)n; }
+void sq_nccl_close(struct sq_nccl *n) {
+  (void)n;
+}
+void sq_nccl_abort(struct sq_nccl *n) {
+  (void)n;
+}
 sq_status sq_nccl_reduce_sum(const sq_comm *c, struct sq_nccl *n, void *buf, int64_t count,
                              sq_comm_dtype dt, int root, double deadline, const char *label) {
   (void)c, (void)n, (void)buf, (void)count, (void)dt, (void)root, (void)deadline;
@@ -90,9 +95,11 @@ struct sq_nccl {
 
 static sq_status sq_nccl_fail(const sq_comm *c, ncclResult_t r, const char *call,
                               const char *label) {
-  return sq_error_set(SQ_ERR_MPI, "%s: %s failed on rank %d (%s): %s (%s) -- hint: a peer rank "
-                      "probably failed; NCCL_DEBUG=WARN shows more", label, call, c->rank,
-                      sq_comm_host(c), ncclGetErrorString(r), ncclGetLastError(NULL));
+  return sq_error_set(SQ_ERR_MPI,
+                      "%s: %s failed on rank %d (%s): %s (%s) -- hint: a peer rank "
+                      "probably failed; NCCL_DEBUG=WARN shows more",
+                      label, call, c->rank, sq_comm_host(c), ncclGetErrorString(r),
+                      ncclGetLastError(NULL));
 }
 
 static sq_status sq_cuda_fail(const sq_comm *c, cudaError_t e, const char *call,
@@ -131,11 +138,11 @@ static sq_status sq_nccl_wait(const sq_comm *c, struct sq_nccl *n, double deadli
 }
 
 /* A call of a non-blocking communicator may answer ncclInProgress: fine. */
-#define SQ_NCCL_CALL(c, call, label)                                                   \
-  do {                                                                                 \
-    ncclResult_t sq_r_ = (call);                                                       \
-    if (sq_r_ != ncclSuccess && sq_r_ != ncclInProgress)                               \
-      return sq_nccl_fail((c), sq_r_, #call, (label));                                 \
+#define SQ_NCCL_CALL(c, call, label)                     \
+  do {                                                   \
+    ncclResult_t sq_r_ = (call);                         \
+    if (sq_r_ != ncclSuccess && sq_r_ != ncclInProgress) \
+      return sq_nccl_fail((c), sq_r_, #call, (label));   \
   } while (0)
 
 sq_status sq_nccl_open(const sq_comm *c, int device, struct sq_nccl **out) {
@@ -205,14 +212,15 @@ sq_status sq_comm_init_nccl(int *argc, char ***argv, int device, sq_comm **out) 
   char why[512] = "";
   if (e != cudaSuccess || ndev == 0) {
     local = SQ_ERR_NO_DEVICE;
-    snprintf(why, sizeof why, "no usable CUDA device (cudaGetDeviceCount: %s) -- hint: run on GPU "
-             "nodes or use the MPI (CPU) backend", e != cudaSuccess ? cudaGetErrorString(e)
-                                                                      : "0 devices");
+    snprintf(why, sizeof why,
+             "no usable CUDA device (cudaGetDeviceCount: %s) -- hint: run on GPU "
+             "nodes or use the MPI (CPU) backend",
+             e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
   } else if (device < 0) {
     MPI_Comm node;
     int local_rank = 0;
-    if (MPI_Comm_split_type(sq_comm_mpi_handle(c), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
-                            &node) == MPI_SUCCESS) {
+    if (MPI_Comm_split_type(sq_comm_mpi_handle(c), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
       MPI_Comm_rank(node, &local_rank);
       MPI_Comm_free(&node);
     }
@@ -251,8 +259,9 @@ static ncclDataType_t sq_nccl_type(sq_comm_dtype dt) {
 sq_status sq_nccl_reduce_sum(const sq_comm *c, struct sq_nccl *n, void *buf, int64_t count,
                              sq_comm_dtype dt, int root, double deadline, const char *label) {
   if (dt == SQ_COMM_I64) {
-    SQ_NCCL_CALL(c, ncclReduce(buf, buf, (size_t)count, ncclInt64, ncclSum, root, n->comm,
-                               n->stream), label);
+    SQ_NCCL_CALL(c,
+                 ncclReduce(buf, buf, (size_t)count, ncclInt64, ncclSum, root, n->comm, n->stream),
+                 label);
     return sq_nccl_wait(c, n, deadline, label);
   }
   const size_t es = dt == SQ_COMM_F32 ? 4 : 8;
@@ -279,8 +288,10 @@ sq_status sq_nccl_reduce_sum(const sq_comm *c, struct sq_nccl *n, void *buf, int
     SQ_NCCL_CALL(c, ncclGroupStart(), label);
     for (int r = 0; r < P; ++r)
       if (r != root)
-        SQ_NCCL_CALL(c, ncclRecv(n->scratch + (size_t)r * SQ_NCCL_CHUNK_BYTES, (size_t)cnt,
-                                 sq_nccl_type(dt), r, n->comm, n->stream), label);
+        SQ_NCCL_CALL(c,
+                     ncclRecv(n->scratch + (size_t)r * SQ_NCCL_CHUNK_BYTES, (size_t)cnt,
+                              sq_nccl_type(dt), r, n->comm, n->stream),
+                     label);
     SQ_NCCL_CALL(c, ncclGroupEnd(), label);
     SQ_CHECK(sq_nccl_wait(c, n, deadline, label));
     /* acc = v_0 + v_1 + ... in rank order; slot P is the accumulator. */
@@ -297,8 +308,8 @@ sq_status sq_nccl_reduce_sum(const sq_comm *c, struct sq_nccl *n, void *buf, int
               ? cublasSaxpy(n->blas, cnt, &one_f, (const float *)v, 1, (float *)acc, 1)
               : cublasDaxpy(n->blas, cnt, &one_d, (const double *)v, 1, (double *)acc, 1);
       if (bs != CUBLAS_STATUS_SUCCESS)
-        return sq_error_set(SQ_ERR_CUDA, "%s: cublas axpy failed on rank %d (%s), status %d",
-                            label, c->rank, sq_comm_host(c), (int)bs);
+        return sq_error_set(SQ_ERR_CUDA, "%s: cublas axpy failed on rank %d (%s), status %d", label,
+                            c->rank, sq_comm_host(c), (int)bs);
     }
     e = cudaMemcpyAsync(mine, acc, (size_t)cnt * es, cudaMemcpyDeviceToDevice, n->stream);
     if (e != cudaSuccess) return sq_cuda_fail(c, e, "cudaMemcpyAsync", label);
@@ -321,13 +332,15 @@ sq_status sq_nccl_alltoallv(const sq_comm *c, struct sq_nccl *n, const void *sen
   SQ_NCCL_CALL(c, ncclGroupStart(), label);
   for (int r = 0; r < c->size; ++r) {
     if (sendcounts[r] > 0)
-      SQ_NCCL_CALL(c, ncclSend((const char *)sendbuf + sdispls[r] * (int64_t)elem_bytes,
-                               (size_t)sendcounts[r] * elem_bytes, ncclUint8, r, n->comm,
-                               n->stream), label);
+      SQ_NCCL_CALL(c,
+                   ncclSend((const char *)sendbuf + sdispls[r] * (int64_t)elem_bytes,
+                            (size_t)sendcounts[r] * elem_bytes, ncclUint8, r, n->comm, n->stream),
+                   label);
     if (recvcounts[r] > 0)
-      SQ_NCCL_CALL(c, ncclRecv((char *)recvbuf + rdispls[r] * (int64_t)elem_bytes,
-                               (size_t)recvcounts[r] * elem_bytes, ncclUint8, r, n->comm,
-                               n->stream), label);
+      SQ_NCCL_CALL(c,
+                   ncclRecv((char *)recvbuf + rdispls[r] * (int64_t)elem_bytes,
+                            (size_t)recvcounts[r] * elem_bytes, ncclUint8, r, n->comm, n->stream),
+                   label);
   }
   SQ_NCCL_CALL(c, ncclGroupEnd(), label);
   return sq_nccl_wait(c, n, deadline, label);

@@ -11,13 +11,17 @@
 #include "kernels/quant.h"
 #include "kernels/sparsegpt.h"
 
-sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opts) {
+sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opts, int n_opts) {
   memset(lq, 0, sizeof *lq);
   lq->info = info;
-  lq->opts = *opts;
+  lq->opts = opts[0];
   lq->h_group = -1;
   lq->layer = -1;
-  lq->hessians = opts->method != SQ_LQ_RTN;
+  int post_rtn = 0;
+  for (int i = 0; i < n_opts; i++) {
+    if (opts[i].method != SQ_LQ_RTN) lq->hessians = 1;
+    if (opts[i].method == SQ_LQ_SPARSEGPT && opts[i].quantize && opts[i].post_rtn) post_rtn = 1;
+  }
   int64_t dmax = 0, wmax = 0, omax = 0;
   for (int g = 0; g < SQ_HG_COUNT; g++) {
     int64_t d = sq_model_group_dim(info, g);
@@ -28,8 +32,10 @@ sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opt
     int64_t d_out, d_in;
     sq_model_module_shape(info, m, &d_out, &d_in);
     wmax = d_out * d_in > wmax ? d_out * d_in : wmax;
-    int64_t ns = sq_gptq_scale_count(&opts->q, d_out, d_in);
-    omax = ns > omax ? ns : omax;
+    for (int i = 0; i < n_opts; i++) {
+      int64_t ns = sq_gptq_scale_count(&opts[i].q, d_out, d_in);
+      omax = ns > omax ? ns : omax;
+    }
     omax = d_in > omax ? d_in : omax;
   }
   if (lq->hessians) lq->H = malloc((size_t)(dmax * dmax) * sizeof(float));
@@ -39,7 +45,9 @@ sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opt
   lq->scales = malloc((size_t)omax * sizeof(float));
   lq->zps = calloc((size_t)omax, sizeof(int32_t));
   lq->gidx = calloc((size_t)omax, sizeof(int32_t));
-  if ((lq->hessians && !lq->H) || !lq->codes || !lq->deq || !lq->mask || !lq->scales ||
+  if (post_rtn) lq->tmp = malloc((size_t)wmax * sizeof(float));
+  if ((lq->hessians && !lq->H) || (post_rtn && !lq->tmp) || !lq->codes || !lq->deq ||
+      !lq->mask || !lq->scales ||
       !lq->zps || !lq->gidx) {
     sq_lq_free(lq);
     return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory for the solver buffers of one layer",
@@ -57,8 +65,11 @@ void sq_lq_free(sq_lq *lq) {
   free(lq->scales);
   free(lq->zps);
   free(lq->gidx);
+  free(lq->tmp);
   memset(lq, 0, sizeof *lq);
 }
+
+void sq_lq_set_opts(sq_lq *lq, const sq_lq_opts *opts) { lq->opts = *opts; }
 
 int sq_lq_needs_calibration(const sq_lq *lq) { return lq->hessians; }
 
@@ -70,27 +81,46 @@ void sq_lq_begin_layer(sq_lq *lq, int layer) {
   for (int g = 0; g < SQ_HG_COUNT; g++) {
     snprintf(lq->hname[g], sizeof lq->hname[g], "model.layers.%d %s", layer, gname[g]);
     if (lq->hessians) sq_hessian_reset(&lq->h[g]);
+    lq->absmax[g] = 0.0f;
   }
+  lq->k_absmax = lq->v_absmax = 0.0f;
 }
 
-static sq_status sq_lq_acc(sq_lq *lq, int g, const float *X, int64_t rows) {
+/* max |x| over n values, NaN-propagating (a NaN input must not hide). */
+static float sq_lq_absmax(const float *x, int64_t n, float m) {
+  for (int64_t i = 0; i < n; i++) {
+    float a = fabsf(x[i]);
+    if (!(a <= m)) m = a;
+  }
+  return m;
+}
+
+static sq_status sq_lq_acc(sq_lq *lq, int g, const float *X, int64_t rows, int64_t cols) {
+  lq->absmax[g] = sq_lq_absmax(X, rows * cols, lq->absmax[g]);
+  if (!lq->hessians) return SQ_OK;
   return sq_hessian_accumulate(&lq->h[g], X, rows, lq->hname[g]);
 }
 static sq_status sq_lq_hook_qkv(void *u, const float *X, int64_t rows, int64_t cols) {
-  (void)cols;
-  return sq_lq_acc(u, SQ_HG_QKV, X, rows);
+  return sq_lq_acc(u, SQ_HG_QKV, X, rows, cols);
 }
 static sq_status sq_lq_hook_o(void *u, const float *X, int64_t rows, int64_t cols) {
-  (void)cols;
-  return sq_lq_acc(u, SQ_HG_O, X, rows);
+  return sq_lq_acc(u, SQ_HG_O, X, rows, cols);
 }
 static sq_status sq_lq_hook_gu(void *u, const float *X, int64_t rows, int64_t cols) {
-  (void)cols;
-  return sq_lq_acc(u, SQ_HG_GATE_UP, X, rows);
+  return sq_lq_acc(u, SQ_HG_GATE_UP, X, rows, cols);
 }
 static sq_status sq_lq_hook_down(void *u, const float *X, int64_t rows, int64_t cols) {
-  (void)cols;
-  return sq_lq_acc(u, SQ_HG_DOWN, X, rows);
+  return sq_lq_acc(u, SQ_HG_DOWN, X, rows, cols);
+}
+static sq_status sq_lq_hook_k(void *u, const float *X, int64_t rows, int64_t cols) {
+  sq_lq *lq = u;
+  lq->k_absmax = sq_lq_absmax(X, rows * cols, lq->k_absmax);
+  return SQ_OK;
+}
+static sq_status sq_lq_hook_v(void *u, const float *X, int64_t rows, int64_t cols) {
+  sq_lq *lq = u;
+  lq->v_absmax = sq_lq_absmax(X, rows * cols, lq->v_absmax);
+  return SQ_OK;
 }
 
 sq_fwd_hooks sq_lq_hooks(sq_lq *lq) {
@@ -98,6 +128,8 @@ sq_fwd_hooks sq_lq_hooks(sq_lq *lq) {
                     .o_in = sq_lq_hook_o,
                     .gate_up_in = sq_lq_hook_gu,
                     .down_in = sq_lq_hook_down,
+                    .k_cache = sq_lq_hook_k,
+                    .v_cache = sq_lq_hook_v,
                     .user = lq};
   return h;
 }
@@ -143,7 +175,7 @@ sq_status sq_lq_solve(sq_lq *lq, int mod, const char *name, const float *W, sq_d
   stat->loss = NAN;
   int g = sq_model_module_group(mod);
   int has_gidx = o->quantize && o->actorder == 1;
-  if (lq->hessians) SQ_CHECK(sq_lq_finalize(lq, g));
+  if (o->method != SQ_LQ_RTN) SQ_CHECK(sq_lq_finalize(lq, g));
 
   if (o->method == SQ_LQ_GPTQ) {
     sq_gptq_opts go = sq_gptq_opts_default();
@@ -162,14 +194,25 @@ sq_status sq_lq_solve(sq_lq *lq, int mod, const char *name, const float *W, sq_d
     so.prune_m = o->prune_m;
     so.block_size = o->block;
     so.damp_frac = o->damp;
-    so.quantize = o->quantize;
+    int joint = o->quantize && !o->post_rtn;
+    so.quantize = joint;
     so.q = o->q;
-    sq_sparsegpt_out out = {.weight = lq->deq, .mask = lq->mask,
-                            .codes = o->quantize ? lq->codes : NULL,
-                            .scales = o->quantize ? lq->scales : NULL,
-                            .zero_points = o->quantize ? lq->zps : NULL};
+    sq_sparsegpt_out out = {.weight = o->post_rtn && o->quantize ? lq->tmp : lq->deq,
+                            .mask = lq->mask,
+                            .codes = joint ? lq->codes : NULL,
+                            .scales = joint ? lq->scales : NULL,
+                            .zero_points = joint ? lq->zps : NULL};
     SQ_CHECK(sq_sparsegpt_prune(name, W, lq->H, d_out, d_in, &so, NULL, 0, &out));
     stat->loss = out.loss;
+    if (o->quantize && o->post_rtn) {
+      if (!lq->tmp)
+        return sq_error_set(SQ_ERR_ARG, "%s: prune-then-quantize options were not given to "
+                            "sq_lq_init", name);
+      /* zeros stay zero: int symmetric and fp8 map 0 to code 0 */
+      SQ_CHECK(sq_quant_rtn(&o->q, name, lq->tmp, d_out, d_in, lq->codes, lq->scales,
+                            o->q.symmetric || o->q.type == SQ_QTYPE_FLOAT ? NULL : lq->zps,
+                            lq->deq));
+    }
   } else {
     SQ_CHECK(sq_quant_rtn(&o->q, name, W, d_out, d_in, lq->codes, lq->scales,
                           o->q.symmetric || o->q.type == SQ_QTYPE_FLOAT ? NULL : lq->zps,

@@ -10,6 +10,13 @@
  *      leaves the dequantized weight (d_out, d_in) in lq->deq;
  *   4. sq_lq_share: the dequantized weight replaces the module's weight on
  *      every rank (the caller then re-runs the layer for the next inputs).
+ * Modules may use different solver options (recipes): sq_lq_init sizes the
+ * buffers for every option set the job will use, sq_lq_set_opts selects the
+ * one of the next sq_lq_declare / sq_lq_solve.
+ * The hooks also observe, on every rank for its own samples, the absolute
+ * maximum of each Linear input group and of the k (after RoPE) / v cache
+ * tensors: static activation scales and kv-cache scales (single rank: there
+ * is no max-reduce in comm.h yet, so multi-rank callers must not use them).
  * Memory: the four Hessian sums, one finalized H and the solver's outputs for
  * the largest module, allocated once in sq_lq_init and reused for every layer. */
 #ifndef SQ_WORKER_LAYER_QUANT_H
@@ -37,6 +44,9 @@ typedef struct sq_lq_opts {
   float sparsity;        /* SparseGPT unstructured ratio */
   int prune_n, prune_m;  /* SparseGPT N:M (0: unstructured) */
   sq_dtype dense_dtype;  /* dtype of dense outputs (pruning only) */
+  int post_rtn;          /* SparseGPT with quantize: prune first (dense), then
+                            round-to-nearest with q (fp8, or a recipe's
+                            QuantizationModifier after a SparseGPTModifier) */
 } sq_lq_opts;
 
 /* Figures of one solved module. */
@@ -60,15 +70,22 @@ typedef struct sq_lq {
   int32_t *zps, *gidx;
   float *deq;         /* the last solved module's dequantized weight */
   uint8_t *mask;
+  float *tmp;          /* (d_out, d_in) pruned weight before post_rtn, else NULL */
+  float absmax[SQ_HG_COUNT];  /* max |x| of each input group this layer */
+  float k_absmax, v_absmax;   /* max |k| (after RoPE), max |v| this layer */
   char hname[SQ_HG_COUNT][96];
 } sq_lq;
 
-sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opts);
+/* opts[0..n_opts): every option set the job uses (n_opts >= 1); opts[0] is
+ * selected. Hessians are kept when any of them needs them. */
+sq_status sq_lq_init(sq_lq *lq, const sq_model_info *info, const sq_lq_opts *opts, int n_opts);
+/* Select the options of the next declare/solve (one of those given to init). */
+void sq_lq_set_opts(sq_lq *lq, const sq_lq_opts *opts);
 void sq_lq_free(sq_lq *lq);
 
 /* Does the method need a calibration pass (Hessians)? */
 int sq_lq_needs_calibration(const sq_lq *lq);
-/* Zero the Hessians for layer `layer`. */
+/* Zero the Hessians and the absmax observers for layer `layer`. */
 void sq_lq_begin_layer(sq_lq *lq, int layer);
 /* Hooks that accumulate the Hessians during sq_acts_forward. */
 sq_fwd_hooks sq_lq_hooks(sq_lq *lq);

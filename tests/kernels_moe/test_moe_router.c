@@ -111,12 +111,17 @@ static void check_router(const char *what, const sq_moe_router_cfg *c, int64_t T
     naive_route(c, logits + t * E, nid, nw);
     for (int j = 0; j < k; j++) {
       if (ids[t * k + j] != nid[j]) {
-        sq_test_fail(__FILE__, __LINE__, "%s: token %lld slot %d: expert %d, brute force %d",
-                     what, (long long)t, j, ids[t * k + j], nid[j]);
+        sq_test_fail(__FILE__, __LINE__, "%s: token %lld slot %d: expert %d, brute force %d", what,
+                     (long long)t, j, ids[t * k + j], nid[j]);
         bad++;
         break;
       }
-      SQ_EXPECT_NEAR(w[t * k + j], nw[j], 1e-7, 1e-5);
+      if (!(fabs(w[t * k + j] - nw[j]) <= 1e-7 + 1e-5 * fabs(nw[j]))) {
+        sq_test_fail(__FILE__, __LINE__, "%s: token %lld slot %d: weight %.9g, brute force %.9g",
+                     what, (long long)t, j, (double)w[t * k + j], nw[j]);
+        bad++;
+        break;
+      }
     }
   }
   free(logits);
@@ -129,15 +134,19 @@ static void test_all_equal(void) {
   float logits[16] = {0};
   int32_t ids[4];
   float w[4];
-  sq_moe_router_cfg sm = {.kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 16, .top_k = 4,
-                          .norm_topk_prob = 1};
+  sq_moe_router_cfg sm = {
+      .kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 16, .top_k = 4, .norm_topk_prob = 1};
   SQ_EXPECT(sq_moe_route(&sm, logits, 1, ids, w) == SQ_OK);
   for (int j = 0; j < 4; j++) {
     SQ_EXPECT_EQ_INT(ids[j], j);
     SQ_EXPECT_NEAR(w[j], 0.25, 1e-7, 0);
   }
-  sq_moe_router_cfg ds = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3, .n_experts = 16, .top_k = 4,
-                          .norm_topk_prob = 1, .n_group = 4, .topk_group = 2,
+  sq_moe_router_cfg ds = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3,
+                          .n_experts = 16,
+                          .top_k = 4,
+                          .norm_topk_prob = 1,
+                          .n_group = 4,
+                          .topk_group = 2,
                           .routed_scaling_factor = 2.5f};
   /* Raise expert 13 (group 3): groups 3 and 0 are kept; 13 first, then 0, 1, 2. */
   logits[13] = 1.0f;
@@ -158,8 +167,12 @@ static void test_errors(void) {
   SQ_EXPECT(sq_moe_route(&c, logits, 1, ids, w) == SQ_ERR_NUMERIC);
   SQ_EXPECT(strstr(sq_error_message(), "token 0") != NULL);
   sq_error_clear();
-  sq_moe_router_cfg d = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3, .n_experts = 8, .top_k = 2,
-                         .n_group = 3, .topk_group = 1, .routed_scaling_factor = 1};
+  sq_moe_router_cfg d = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3,
+                         .n_experts = 8,
+                         .top_k = 2,
+                         .n_group = 3,
+                         .topk_group = 1,
+                         .routed_scaling_factor = 1};
   SQ_EXPECT(sq_moe_router_check(&d) == SQ_ERR_ARG);
   SQ_EXPECT(strstr(sq_error_message(), "n_group 3") != NULL);
   sq_error_clear();
@@ -178,22 +191,35 @@ int main(void) {
   for (int e = 0; e < 64; e++) bias64[e] = (float)mn_rand(&s, 0.3);
   for (int e = 0; e < 32; e++) bias_grid[e] = (float)(mn_randint(&s, 5) - 2) * 0.0625f;
 
-  sq_moe_router_cfg mixtral = {.kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 8, .top_k = 2,
-                               .norm_topk_prob = 1};
-  sq_moe_router_cfg qwen = {.kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 60, .top_k = 4,
-                            .norm_topk_prob = 0};
+  sq_moe_router_cfg mixtral = {
+      .kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 8, .top_k = 2, .norm_topk_prob = 1};
+  sq_moe_router_cfg qwen = {
+      .kind = SQ_MOE_ROUTER_SOFTMAX, .n_experts = 60, .top_k = 4, .norm_topk_prob = 0};
   sq_moe_router_cfg llama4 = {.kind = SQ_MOE_ROUTER_LLAMA4, .n_experts = 16, .top_k = 1};
   sq_moe_router_cfg llama4k = {.kind = SQ_MOE_ROUTER_LLAMA4, .n_experts = 16, .top_k = 3};
   /* DeepSeek-V3 shape scaled down: 256/8 groups/4 kept/top 8 -> 64/8/3/6 */
-  sq_moe_router_cfg ds = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3, .n_experts = 64, .top_k = 6,
-                          .norm_topk_prob = 1, .n_group = 8, .topk_group = 3,
-                          .routed_scaling_factor = 2.5f, .e_score_correction_bias = bias64};
-  sq_moe_router_cfg ds_grid = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3, .n_experts = 32, .top_k = 4,
-                               .norm_topk_prob = 0, .n_group = 4, .topk_group = 2,
+  sq_moe_router_cfg ds = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3,
+                          .n_experts = 64,
+                          .top_k = 6,
+                          .norm_topk_prob = 1,
+                          .n_group = 8,
+                          .topk_group = 3,
+                          .routed_scaling_factor = 2.5f,
+                          .e_score_correction_bias = bias64};
+  sq_moe_router_cfg ds_grid = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3,
+                               .n_experts = 32,
+                               .top_k = 4,
+                               .norm_topk_prob = 0,
+                               .n_group = 4,
+                               .topk_group = 2,
                                .routed_scaling_factor = 1.0f,
                                .e_score_correction_bias = bias_grid};
-  sq_moe_router_cfg ds_nobias = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3, .n_experts = 16, .top_k = 2,
-                                 .norm_topk_prob = 1, .n_group = 1, .topk_group = 1,
+  sq_moe_router_cfg ds_nobias = {.kind = SQ_MOE_ROUTER_DEEPSEEK_V3,
+                                 .n_experts = 16,
+                                 .top_k = 2,
+                                 .norm_topk_prob = 1,
+                                 .n_group = 1,
+                                 .topk_group = 1,
                                  .routed_scaling_factor = 1.0f};
   for (int grid = 0; grid < 2; grid++) {
     check_router("mixtral", &mixtral, 300, grid, 11 + grid);
