@@ -23,6 +23,7 @@
 #include "worker/calib.h"
 #include "worker/layer_quant.h"
 #include "worker/model.h"
+#include "worker/smoothquant.h"
 
 static void sq_quantize_usage(FILE *f) {
   fprintf(f,
@@ -39,7 +40,11 @@ static void sq_quantize_usage(FILE *f) {
           "  --out DIR              output directory (must not be --model; empty unless --force)\n"
           "  --force                write into a non-empty --out\n"
           "  --scheme S             W4A16 | W4A16_ASYM | W8A16 | W8A8 | FP8 | FP8_DYNAMIC [W4A16]\n"
-          "  --recipe FILE          llm-compressor YAML recipe (instead of --scheme/--method)\n"
+          "  --recipe FILE          llm-compressor YAML recipe, resolved per module (instead of\n"
+          "                         --scheme/--method and their flags): GPTQ/SparseGPT/\n"
+          "                         QuantizationModifier in order, SmoothQuant (folded into the\n"
+          "                         norms written out), static fp8 input_scale, kv-cache\n"
+          "                         k_scale/v_scale; see recipes/*.yaml\n"
           "  --method M             gptq | rtn | sparsegpt [gptq]\n"
           "  --bits N               weight bits (overrides the scheme)\n"
           "  --group N              group size; 0 = per output channel (overrides the scheme)\n"
@@ -139,6 +144,9 @@ typedef struct {
   sq_acts_runner runner;
   sq_layer_buf buf;
   sq_lq lq;
+  sq_smooth smooth;
+  int smoothing;
+  float *svec;  /* (hidden) SmoothQuant scales */
   sq_rope rope;
   sq_st_writer *w, *dump;
   char **files;
@@ -163,24 +171,154 @@ static sq_status sq_q_write_head_shard(sq_qjob *j) {
   return SQ_OK;
 }
 
-/* Open layer group k's shard writer and declare every tensor of its layers. */
+/* Write n fp32 values as tensor name in dtype dt (declared so). */
+static sq_status sq_q_write_f32_as(sq_st_writer *w, const char *name, const float *x, size_t n,
+                                   sq_dtype dt) {
+  void *tmp = malloc(n * sq_dtype_size(dt));
+  if (!tmp) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory converting the tensor", name);
+  sq_dtype_convert_from_f32(dt, x, tmp, n);
+  sq_status st = sq_st_writer_write(w, name, tmp);
+  free(tmp);
+  return st;
+}
+
+/* "self_attn.q_proj.weight" of layer l -> module index, else -1. */
+static int sq_q_module_of(const char *name, int l) {
+  for (int m = 0; m < SQ_MOD_COUNT; m++) {
+    char full[176];
+    snprintf(full, sizeof full, "model.layers.%d.%s.weight", l, sq_model_module_suffix(m));
+    if (!strcmp(full, name)) return m;
+  }
+  return -1;
+}
+
+/* Open layer group k's shard writer and declare every tensor of its layers,
+ * plus the calibrated scales (input_scale, k_scale, v_scale: shape [1] in the
+ * model's dtype, as compressed-tensors registers them). */
 static sq_status sq_q_open_layer_shard(sq_qjob *j, int first, int last, int k) {
   char *path = sq_fs_join(j->a.out, j->files[k]);
   sq_status st = path ? sq_st_writer_create(path, &j->w) : SQ_ERR_NOMEM;
   free(path);
   SQ_CHECK(st);
   const sq_model_info *mi = &j->model.info;
+  const sq_qplan *p = &j->plan;
+  int64_t one[1] = {1};
   for (size_t i = 0; i < mi->n_tensors; i++) {
     const sq_model_tensor *t = &mi->tensors[i];
     if (t->layer < first || t->layer > last) continue;
-    char mod[128];
-    size_t len = strlen(t->name);
-    int is_w = t->role == SQ_MT_LINEAR && len > 7 && !strcmp(t->name + len - 7, ".weight");
-    snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), t->name);
-    if (is_w && sq_qplan_quantized(&j->plan, mod))
+    int m = t->role == SQ_MT_LINEAR ? sq_q_module_of(t->name, (int)t->layer) : -1;
+    const sq_qplan_mod *pm = m >= 0 ? sq_qplan_module(p, (int)t->layer, m) : NULL;
+    if (pm && pm->process) {
+      char mod[160];
+      snprintf(mod, sizeof mod, "%.*s", (int)(strlen(t->name) - 7), t->name);
+      sq_lq_set_opts(&j->lq, &pm->lq);
       SQ_CHECK(sq_lq_declare(&j->lq, j->w, mod, t->shape[0], t->shape[1]));
-    else
+      if (pm->input_scale) {
+        char iname[192];
+        snprintf(iname, sizeof iname, "%s.input_scale", mod);
+        SQ_CHECK(sq_st_writer_declare(j->w, iname, p->dtype, 1, one));
+      }
+    } else {
       SQ_CHECK(sq_qout_declare_raw(j->w, j->model.ckpt, t->name));
+    }
+  }
+  for (int l = first; p->kv_cache && l <= last; l++)
+    for (int kv = 0; kv < 2; kv++) {
+      char name[96];
+      snprintf(name, sizeof name, "model.layers.%d.self_attn.%s", l, kv ? "v_scale" : "k_scale");
+      SQ_CHECK(sq_st_writer_declare(j->w, name, p->dtype, 1, one));
+    }
+  return SQ_OK;
+}
+
+/* SmoothQuant for layer l: observe the norms' outputs over the calibration
+ * samples, fold the scales into the norms and balance layers, then round the
+ * changed tensors to the checkpoint dtype (what is written and what the rest
+ * of the layer's calibration sees). */
+static sq_status sq_q_smooth_layer(sq_qjob *j, int l, const sq_fwd_layer_cfg *cfg) {
+  static const int bal[SQ_SMOOTH_COUNT][3] = {{SQ_MOD_Q, SQ_MOD_K, SQ_MOD_V},
+                                              {SQ_MOD_GATE, SQ_MOD_UP, -1}};
+  const sq_model_info *mi = &j->model.info;
+  char label[96];
+  snprintf(label, sizeof label, "model.layers.%d (SmoothQuant)", l);
+  j->smooth.label = label;
+  sq_smooth_reset(&j->smooth);
+  sq_fwd_hooks hooks = sq_smooth_hooks(&j->smooth);
+  sq_fwd_layer_weights w = sq_layer_buf_weights(&j->buf);
+  SQ_CHECK(sq_acts_forward(&j->acts, &j->runner, cfg, &w, &hooks, 0));
+  sq_dtype dt = j->plan.dtype;
+  for (int k = 0; k < SQ_SMOOTH_COUNT; k++) {
+    if (!j->smooth.enabled[k]) continue;
+    float *W[3];
+    int64_t d_out[3], d_in;
+    int n = 0;
+    for (int b = 0; b < 3 && bal[k][b] >= 0; b++, n++) {
+      W[b] = j->buf.mod[bal[k][b]];
+      sq_model_module_shape(mi, bal[k][b], &d_out[b], &d_in);
+    }
+    float *norm = k == SQ_SMOOTH_ATTN ? j->buf.attn_norm : j->buf.mlp_norm;
+    SQ_CHECK(sq_smooth_scales(&j->smooth.r[k], (const float *const *)W, d_out, n,
+                              j->smooth.alpha, j->svec, label));
+    sq_smooth_apply(norm, W, d_out, n, mi->hidden, j->svec);
+    for (int64_t c = 0; c < mi->hidden; c++) norm[c] = sq_round_to_dtype(norm[c], dt);
+    for (int b = 0; b < n; b++)
+      for (int64_t e = 0; e < d_out[b] * d_in; e++) W[b][e] = sq_round_to_dtype(W[b][e], dt);
+  }
+  return SQ_OK;
+}
+
+/* The calibrated scales of layer l (after the calibration forward). */
+static sq_status sq_q_write_scales(sq_qjob *j, int l) {
+  const sq_qplan *p = &j->plan;
+  for (int m = 0; m < SQ_MOD_COUNT; m++) {
+    const sq_qplan_mod *pm = sq_qplan_module(p, l, m);
+    if (!pm->process || !pm->input_scale) continue;
+    float amax = j->lq.absmax[sq_model_module_group(m)], scale;
+    int zp;
+    sq_q_params(pm->input_q, -amax, amax, &scale, &zp);
+    char name[192];
+    snprintf(name, sizeof name, "model.layers.%d.%s.input_scale", l, sq_model_module_suffix(m));
+    SQ_CHECK(sq_q_write_f32_as(j->w, name, &scale, 1, p->dtype));
+  }
+  for (int kv = 0; p->kv_cache && kv < 2; kv++) {
+    float amax = kv ? j->lq.v_absmax : j->lq.k_absmax, scale;
+    int zp;
+    sq_q_params(p->kv_q, -amax, amax, &scale, &zp);
+    char name[96];
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.%s", l, kv ? "v_scale" : "k_scale");
+    SQ_CHECK(sq_q_write_f32_as(j->w, name, &scale, 1, p->dtype));
+  }
+  return SQ_OK;
+}
+
+/* Norms and Linears the solver does not write: raw bytes, or the smoothed
+ * values when SmoothQuant changed them. */
+static sq_status sq_q_write_passthrough(sq_qjob *j, int l) {
+  const sq_model_info *mi = &j->model.info;
+  for (size_t i = 0; i < mi->n_tensors; i++) {
+    const sq_model_tensor *t = &mi->tensors[i];
+    if (t->layer != l) continue;
+    int m = t->role == SQ_MT_LINEAR ? sq_q_module_of(t->name, l) : -1;
+    if (m >= 0 && sq_qplan_module(&j->plan, l, m)->process) continue;
+    const float *changed = NULL;
+    size_t n = (size_t)mi->hidden;
+    char an[96], mn[96];
+    snprintf(an, sizeof an, "model.layers.%d.input_layernorm.weight", l);
+    snprintf(mn, sizeof mn, "model.layers.%d.post_attention_layernorm.weight", l);
+    if (j->plan.smooth_attn && !strcmp(t->name, an)) changed = j->buf.attn_norm;
+    if (j->plan.smooth_mlp && !strcmp(t->name, mn)) changed = j->buf.mlp_norm;
+    if (m >= 0) {
+      int attn = m == SQ_MOD_Q || m == SQ_MOD_K || m == SQ_MOD_V;
+      int mlp = m == SQ_MOD_GATE || m == SQ_MOD_UP;
+      if ((attn && j->plan.smooth_attn) || (mlp && j->plan.smooth_mlp)) {
+        int64_t d_out, d_in;
+        sq_model_module_shape(mi, m, &d_out, &d_in);
+        changed = j->buf.mod[m];
+        n = (size_t)(d_out * d_in);
+      }
+    }
+    if (changed) SQ_CHECK(sq_q_write_f32_as(j->w, t->name, changed, n, j->plan.dtype));
+    else SQ_CHECK(sq_qout_write_raw(j->w, j->model.ckpt, t->name));
   }
   return SQ_OK;
 }
@@ -189,32 +327,27 @@ static sq_status sq_q_layer(sq_qjob *j, int l, const sq_comm *comm, double t_sta
   const sq_model_info *mi = &j->model.info;
   sq_fwd_layer_cfg cfg = sq_model_fwd_cfg(mi, &j->rope);
   SQ_CHECK(sq_layer_buf_load(&j->buf, &j->model, l));
-  /* 1-2: calibration forward with the original weights, Hessian reduce. */
-  if (sq_lq_needs_calibration(&j->lq)) {
-    sq_lq_begin_layer(&j->lq, l);
+  /* 0: SmoothQuant (its own calibration pass) changes the weights first. */
+  if (j->smoothing) SQ_CHECK(sq_q_smooth_layer(j, l, &cfg));
+  /* 1-2: calibration forward with the layer's unquantized weights: Hessians,
+   * activation and kv-cache absmax; Hessian reduce. */
+  sq_lq_begin_layer(&j->lq, l);
+  if (sq_qplan_needs_calibration(&j->plan)) {
     sq_fwd_hooks hooks = sq_lq_hooks(&j->lq);
     sq_fwd_layer_weights w = sq_layer_buf_weights(&j->buf);
     SQ_CHECK(sq_acts_forward(&j->acts, &j->runner, &cfg, &w, &hooks, 0));
     SQ_CHECK(sq_lq_reduce(&j->lq, comm));
-  } else {
-    sq_lq_begin_layer(&j->lq, l);
   }
-  /* Pass-through tensors of the layer (norms, biases, ignored modules). */
-  for (size_t i = 0; i < mi->n_tensors; i++) {
-    const sq_model_tensor *t = &mi->tensors[i];
-    if (t->layer != l) continue;
-    char mod[128];
-    size_t len = strlen(t->name);
-    snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), t->name);
-    if (t->role == SQ_MT_LINEAR && sq_qplan_quantized(&j->plan, mod)) continue;
-    SQ_CHECK(sq_qout_write_raw(j->w, j->model.ckpt, t->name));
-  }
+  SQ_CHECK(sq_q_write_scales(j, l));
+  SQ_CHECK(sq_q_write_passthrough(j, l));
   /* 3-4: solve each module, write it, share its dequantized weight. */
   double layer_t0 = sq_time_now();
   for (int m = 0; m < SQ_MOD_COUNT; m++) {
     char name[160];
     snprintf(name, sizeof name, "model.layers.%d.%s", l, sq_model_module_suffix(m));
-    if (!sq_qplan_quantized(&j->plan, name)) continue;
+    const sq_qplan_mod *pm = sq_qplan_module(&j->plan, l, m);
+    if (!pm->process) continue;
+    sq_lq_set_opts(&j->lq, &pm->lq);
     int64_t d_out, d_in;
     sq_model_module_shape(mi, m, &d_out, &d_in);
     char wname[176];
@@ -319,7 +452,16 @@ static sq_status sq_q_run(sq_qjob *j) {
   if (batch > j->calib.n) batch = j->calib.n;
   SQ_CHECK(sq_acts_runner_init(&j->runner, &cfg, batch, j->calib.T));
   SQ_CHECK(sq_layer_buf_init(&j->buf, mi));
-  SQ_CHECK(sq_lq_init(&j->lq, mi, &j->plan.lq));
+  int n_opts;
+  const sq_lq_opts *opts = sq_qplan_all_opts(&j->plan, &n_opts);
+  SQ_CHECK(sq_lq_init(&j->lq, mi, opts, n_opts));
+  if (j->plan.smooth_attn || j->plan.smooth_mlp) {
+    SQ_CHECK(sq_smooth_init(&j->smooth, mi->hidden, j->plan.smooth_alpha, j->plan.smooth_attn,
+                            j->plan.smooth_mlp));
+    j->smoothing = 1;
+    j->svec = malloc((size_t)mi->hidden * sizeof(float));
+    if (!j->svec) return sq_error_set(SQ_ERR_NOMEM, "out of memory for SmoothQuant scales");
+  }
 
   /* Shards: 1 = everything outside the decoder layers, then layer groups. */
   int per = a->layers_per_shard > 0 ? a->layers_per_shard : 1;
@@ -340,7 +482,7 @@ static sq_status sq_q_run(sq_qjob *j) {
       for (int m = 0; m < SQ_MOD_COUNT; m++) {
         char name[176];
         snprintf(name, sizeof name, "model.layers.%d.%s", l, sq_model_module_suffix(m));
-        if (!sq_qplan_quantized(&j->plan, name)) continue;
+        if (!sq_qplan_module(&j->plan, l, m)->process) continue;
         int64_t shape[2];
         sq_model_module_shape(mi, m, &shape[0], &shape[1]);
         strcat(name, ".weight");
@@ -393,6 +535,8 @@ int sq_cmd_quantize(int argc, char **argv) {
   free(j->files);
   free(j->embed);
   sq_lq_free(&j->lq);
+  if (j->smoothing) sq_smooth_free(&j->smooth);
+  free(j->svec);
   sq_layer_buf_free(&j->buf);
   sq_acts_runner_free(&j->runner);
   sq_acts_free(&j->acts, 0);

@@ -8,38 +8,39 @@
 void sq_plan_opts_default(sq_plan_opts *o) {
   o->samples = 512;
   o->seq_len = 2048;
+  o->byte_cost = 400e12 / 2e9;
 }
 
 typedef struct {
   size_t first; /* first module of the group */
   size_t count;
-  double cost;
+  double load;
 } sq_group_item;
 
-/* Cost descending, then first module index ascending: a total order, so
+/* Load descending, then first module index ascending: a total order, so
  * qsort's instability cannot change the result. */
 static int sq_group_cmp(const void *a, const void *b) {
   const sq_group_item *x = a, *y = b;
-  if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
+  if (x->load != y->load) return x->load > y->load ? -1 : 1;
   return x->first < y->first ? -1 : x->first > y->first;
 }
 
 /* Assign the groups of layer L: each (largest first) goes to the rank with the
  * least load in this layer, ties to the least load over earlier layers, then to
  * the lower rank. load/cum are [ranks]; items has room for L->n_groups. */
-static void sq_assign_layer(sq_plan *p, const sq_plan_layer *L, sq_group_item *items,
-                            double *load, const double *cum) {
+static void sq_assign_layer(sq_plan *p, const sq_plan_layer *L, sq_group_item *items, double *load,
+                            const double *cum) {
   int ng = 0;
   for (size_t i = L->first; i < L->first + L->count; ++i) {
     const sq_plan_module *m = &p->modules[i];
     if (ng == 0 || p->modules[items[ng - 1].first].group != m->group) {
       items[ng].first = i;
       items[ng].count = 0;
-      items[ng].cost = 0;
+      items[ng].load = 0;
       ng++;
     }
     items[ng - 1].count++;
-    items[ng - 1].cost += m->cost;
+    items[ng - 1].load += m->load;
   }
   qsort(items, (size_t)ng, sizeof *items, sq_group_cmp);
   for (int r = 0; r < p->ranks; ++r) load[r] = 0;
@@ -47,7 +48,7 @@ static void sq_assign_layer(sq_plan *p, const sq_plan_layer *L, sq_group_item *i
     int best = 0;
     for (int r = 1; r < p->ranks; ++r)
       if (load[r] < load[best] || (load[r] == load[best] && cum[r] < cum[best])) best = r;
-    load[best] += items[g].cost;
+    load[best] += items[g].load;
     for (size_t i = items[g].first; i < items[g].first + items[g].count; ++i)
       p->modules[i].owner = best;
   }
@@ -63,9 +64,12 @@ sq_status sq_plan_build(const sq_model_config *c, int ranks, const sq_plan_opts 
   }
   if (ranks < 1 || ranks > 1 << 20)
     return sq_error_set(SQ_ERR_ARG, "plan: ranks must be in 1..%d (got %d)", 1 << 20, ranks);
+  if (!(opts->byte_cost >= 0) || opts->byte_cost > 1e30)
+    return sq_error_set(SQ_ERR_ARG, "plan: byte_cost must be >= 0 (got %g)", opts->byte_cost);
   if (opts->samples < 1 || opts->seq_len < 1 || opts->samples > (int64_t)1 << 40 ||
       opts->seq_len > (int64_t)1 << 30)
-    return sq_error_set(SQ_ERR_ARG, "plan: samples and seq_len must be in 1..2^40 / 1..2^30 (got %lld, %lld)",
+    return sq_error_set(SQ_ERR_ARG,
+                        "plan: samples and seq_len must be in 1..2^40 / 1..2^30 (got %lld, %lld)",
                         (long long)opts->samples, (long long)opts->seq_len);
   sq_plan *p = calloc(1, sizeof *p);
   if (!p) return sq_error_set(SQ_ERR_NOMEM, "plan: out of memory");
@@ -101,7 +105,7 @@ sq_status sq_plan_build(const sq_model_config *c, int ranks, const sq_plan_opts 
     for (int r = 0; r < ranks; ++r) {
       cum[r] += load[r];
       if (load[r] > mx) mx = load[r];
-      if (load[r] > p->rank[r].max_layer_cost) p->rank[r].max_layer_cost = load[r];
+      if (load[r] > p->rank[r].max_layer_load) p->rank[r].max_layer_load = load[r];
     }
     p->layer_makespan += mx;
   }
@@ -109,6 +113,7 @@ sq_status sq_plan_build(const sq_model_config *c, int ranks, const sq_plan_opts 
     sq_plan_rank *R = &p->rank[p->modules[i].owner];
     R->n_modules++;
     R->cost += p->modules[i].cost;
+    R->load += p->modules[i].load;
     R->params += (uint64_t)p->modules[i].d_out * (uint64_t)p->modules[i].d_in;
   }
   free(load);

@@ -23,9 +23,9 @@
  *   llama4                language_model.model.layers.L.feed_forward.experts.E.{gate,up,down}_proj
  *                         (slices of the fused stacks experts.gate_up_proj (E, h, 2 ff) and
  *                         experts.down_proj (E, ff, h), named as llm-compressor unpacks them),
- *                         feed_forward.shared_expert.*, dense feed_forward.* (intermediate_size_mlp)
- * Routers (mlp.gate, feed_forward.router, shared_expert_gate), norms, embeddings
- * and lm_head are not quantized and not planned.
+ *                         feed_forward.shared_expert.*, dense feed_forward.*
+ * (intermediate_size_mlp) Routers (mlp.gate, feed_forward.router, shared_expert_gate), norms,
+ * embeddings and lm_head are not quantized and not planned.
  *
  * Cost model (per module, what its owner alone does):
  *   solve   d_out·d_in² (GPTQ sweep) + d_in³ (Cholesky + inverse)
@@ -35,8 +35,12 @@
  * Dense Hessians are accumulated by every rank over its own samples and reduced
  * to the owner, so they are data-parallel and not part of the owner's cost.
  *
+ * The owner also reads the module's weight from the checkpoint, so the unit
+ * that is balanced is load = cost + byte_cost·weight bytes (byte_cost = the
+ * device's flops / read bandwidth: FLOP-equivalents of reading one byte).
+ *
  * Assignment: per layer, greedy longest-processing-time over Hessian groups
- * (cost descending, ties by first module index), each to the rank with the
+ * (load descending, ties by first module index), each to the rank with the
  * least load in this layer, ties to the least load over the previous layers,
  * then the lower rank: deterministic, and it rotates small layers over ranks. */
 #ifndef SQ_SHARDING_PLAN_H
@@ -68,20 +72,22 @@ typedef struct sq_plan_module {
   char name[112];   /* module name, e.g. "model.layers.3.self_attn.q_proj" */
   char tensor[128]; /* checkpoint tensor holding the weight */
   int layer;
-  int expert;       /* routed expert index, -1 otherwise */
+  int expert; /* routed expert index, -1 otherwise */
   sq_plan_kind kind;
   sq_plan_slice slice;
   int64_t d_out, d_in;
-  int group;        /* Hessian group, numbered over the whole plan from 0 */
-  int owner;        /* rank */
-  double cost;      /* owner FLOPs (see cost model); a group's routed-token
-                       Hessian is counted on its first module */
+  int group;   /* Hessian group, numbered over the whole plan from 0 */
+  int owner;   /* rank */
+  double cost; /* owner FLOPs (see cost model); a group's routed-token
+                  Hessian is counted on its first module */
+  double load; /* what the assignment balances: cost + byte_cost × the
+                  checkpoint bytes of the weight (the owner reads it) */
 } sq_plan_module;
 
 typedef struct sq_plan_layer {
   size_t first, count; /* modules[first .. first + count) */
   bool moe;
-  int64_t n_experts;   /* routed experts planned in this layer (0 for dense) */
+  int64_t n_experts; /* routed experts planned in this layer (0 for dense) */
   int first_group, n_groups;
 } sq_plan_layer;
 
@@ -89,25 +95,29 @@ typedef struct sq_plan_rank {
   int64_t sample_begin, sample_end; /* calibration samples [begin, end) */
   size_t n_modules;                 /* over all layers */
   double cost;                      /* Σ owned module cost */
+  double load;                      /* Σ owned module load */
   uint64_t params;                  /* Σ owned d_out·d_in */
-  double max_layer_cost;            /* largest per-layer load */
+  double max_layer_load;            /* largest per-layer load */
 } sq_plan_rank;
 
 typedef struct sq_plan_opts {
-  int64_t samples; /* calibration samples (default 512) */
-  int64_t seq_len; /* tokens per sample (default 2048) */
+  int64_t samples;  /* calibration samples (default 512) */
+  int64_t seq_len;  /* tokens per sample (default 2048) */
+  double byte_cost; /* FLOP-equivalents per checkpoint byte an owner reads:
+                       flops / read_bw of the device (default 400e12 / 2e9);
+                       0 balances on the solve cost alone */
 } sq_plan_opts;
 
 typedef struct sq_plan {
   int ranks;
   int64_t samples, seq_len;
   int n_layers;
-  sq_plan_layer *layers;   /* [n_layers] */
+  sq_plan_layer *layers; /* [n_layers] */
   size_t n_modules;
   sq_plan_module *modules; /* layer by layer, in checkpoint order */
   int n_groups;
-  sq_plan_rank *rank;      /* [ranks] */
-  double layer_makespan;   /* Σ_l max_r load(l, r): the solve's critical path */
+  sq_plan_rank *rank;    /* [ranks] */
+  double layer_makespan; /* Σ_l max_r load(l, r): the owners' critical path */
 } sq_plan;
 
 void sq_plan_opts_default(sq_plan_opts *o);
@@ -116,8 +126,8 @@ void sq_plan_opts_default(sq_plan_opts *o);
  * with shapes, kinds and Hessian groups (owner 0, cost filled). *modules and
  * *layers are malloc'd ([*n] and [c->num_hidden_layers]); caller frees.
  * SQ_ERR_UNSUPPORTED for families without a module list (names the file). */
-sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o,
-                          sq_plan_module **modules, size_t *n, sq_plan_layer **layers);
+sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o, sq_plan_module **modules,
+                          size_t *n, sq_plan_layer **layers);
 
 /* Build the plan for `ranks` ranks (>= 1). opts may be NULL (defaults). On
  * failure *out is NULL. */
@@ -130,43 +140,48 @@ long sq_plan_find(const sq_plan *p, const char *name);
 
 const char *sq_plan_kind_name(sq_plan_kind k);
 
+/* Bytes per stored Linear weight element in the checkpoint: torch_dtype's size
+ * (2 when absent), 1 for fp8 checkpoints (quantization_config.quant_method
+ * "fp8", DeepSeek-V3; their 128x128 block scales are not counted here). */
+double sq_plan_weight_elem_bytes(const sq_model_config *c, bool *fp8);
+
 /* ---- estimates ---- */
 
 /* Device and job figures (per GPU / rank). */
 typedef struct sq_plan_device {
-  double flops;        /* sustained FLOP/s per rank (default 400e12) */
-  double mem_bw;       /* HBM bytes/s (default 2e12): weight + Hessian traffic */
-  double read_bw;      /* checkpoint read bytes/s per rank (default 2e9) */
-  double net_bw;       /* inter-node bytes/s per rank (default 25e9) */
-  double intra_bw;     /* intra-node bytes/s per rank (default 150e9) */
-  uint64_t gpu_mem;    /* bytes (default 80 GiB) */
-  int gpus_per_node;   /* default 8 */
-  int bits;            /* output weight bits (default 4), group size 128 */
+  double flops;      /* sustained FLOP/s per rank (default 400e12) */
+  double mem_bw;     /* HBM bytes/s (default 2e12): weight + Hessian traffic */
+  double read_bw;    /* checkpoint read bytes/s per rank (default 2e9) */
+  double net_bw;     /* inter-node bytes/s per rank (default 25e9) */
+  double intra_bw;   /* intra-node bytes/s per rank (default 150e9) */
+  uint64_t gpu_mem;  /* bytes (default 80 GiB) */
+  int gpus_per_node; /* default 8 */
+  int bits;          /* output weight bits (default 4), group size 128 */
 } sq_plan_device;
 
 typedef struct sq_plan_rank_est {
-  uint64_t bytes_read;  /* checkpoint bytes this rank reads */
-  uint64_t bytes_net;   /* bytes sent + received */
-  uint64_t bytes_out;   /* compressed bytes it writes */
-  uint64_t peak_mem;    /* largest per-layer working set */
+  uint64_t bytes_read; /* checkpoint bytes this rank reads */
+  uint64_t bytes_net;  /* bytes sent + received */
+  uint64_t bytes_out;  /* compressed bytes it writes */
+  uint64_t peak_mem;   /* largest per-layer working set */
   int peak_layer;
-  double flops;         /* forward (2 passes) + Hessians + owned solves */
-  double time_s;        /* flops/F + HBM/mem_bw + read/read_bw + net/bw, no overlap:
-                           this rank's busy time */
+  double flops;  /* forward (2 passes) + Hessians + owned solves */
+  double time_s; /* flops/F + HBM/mem_bw + read/read_bw + net/bw, no overlap:
+                    this rank's busy time */
 } sq_plan_rank_est;
 
 typedef struct sq_plan_estimate {
   int ranks, nodes;
-  sq_plan_rank_est *rank;  /* [ranks] */
-  sq_plan_rank_est total;  /* sums (peak_mem, time_s: maxima) */
-  int busiest;             /* rank with the largest time_s */
-  double imbalance;        /* max / mean time_s */
-  double cost_imbalance;   /* max / mean owned solve cost */
-  double makespan_ratio;   /* layer_makespan / (Σ cost / ranks) */
-  double wall_s;           /* Σ over layers of the slowest rank's layer time
-                              (layers are synchronous); the job's estimate,
-                              plus embed read once at start */
-  bool over_memory;        /* some rank's peak exceeds gpu_mem */
+  sq_plan_rank_est *rank; /* [ranks] */
+  sq_plan_rank_est total; /* sums (peak_mem, time_s: maxima) */
+  int busiest;            /* rank with the largest time_s */
+  double imbalance;       /* max / mean time_s */
+  double cost_imbalance;  /* max / mean owned load (p->rank[].load) */
+  double makespan_ratio;  /* layer_makespan / (Σ load / ranks) */
+  double wall_s;          /* Σ over layers of the slowest rank's layer time
+                             (layers are synchronous); the job's estimate,
+                             plus embed read once at start */
+  bool over_memory;       /* some rank's peak exceeds gpu_mem */
 } sq_plan_estimate;
 
 void sq_plan_device_default(sq_plan_device *d);

@@ -2,7 +2,6 @@
  * memory, FLOPs and wall time from stated device figures. The model is
  * documented at sq_plan_estimate_build in sharding/plan.h; every figure here is
  * an estimate for sizing a job, not a measurement. */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,21 +18,7 @@ void sq_plan_device_default(sq_plan_device *d) {
   d->bits = 4;
 }
 
-/* Bytes per stored weight element in the checkpoint; DeepSeek-V3 ships fp8
- * (1 byte + a float scale per 128x128 block, counted separately). */
-static double sq_ckpt_elem_bytes(const sq_model_config *c, int *fp8) {
-  *fp8 = 0;
-  json_t *q = c->json ? json_object_get(c->json, "quantization_config") : NULL;
-  json_t *m = json_is_object(q) ? json_object_get(q, "quant_method") : NULL;
-  if (json_is_string(m) && strcmp(json_string_value(m), "fp8") == 0) {
-    *fp8 = 1;
-    return 1.0;
-  }
-  size_t s = c->torch_dtype != SQ_DTYPE_INVALID ? sq_dtype_size(c->torch_dtype) : 2;
-  return s ? (double)s : 2.0;
-}
-
-static double sq_weight_bytes(const sq_plan_module *m, double eb, int fp8) {
+static double sq_weight_bytes(const sq_plan_module *m, double eb, bool fp8) {
   double n = (double)m->d_out * (double)m->d_in * eb;
   if (fp8) n += (double)((m->d_out + 127) / 128) * (double)((m->d_in + 127) / 128) * 4.0;
   return n;
@@ -72,8 +57,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
     sq_plan_estimate_free(e);
     return sq_error_set(SQ_ERR_NOMEM, "plan estimate: out of memory for %d ranks", N);
   }
-  int fp8;
-  const double eb = sq_ckpt_elem_bytes(c, &fp8);
+  bool fp8;
+  const double eb = sq_plan_weight_elem_bytes(c, &fp8);
   const double h = (double)c->hidden_size, S = (double)p->seq_len;
   const double topk = c->num_experts_per_tok > 0 ? (double)c->num_experts_per_tok : 1.0;
   const double E = c->num_experts > 0 ? (double)c->num_experts : 1.0;
@@ -102,7 +87,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
       a->read += sq_weight_bytes(m, eb, fp8);
       a->cost += m->cost;
       e->rank[m->owner].bytes_out +=
-          (uint64_t)(par * d->bits / 8.0 + (double)m->d_out * (double)((m->d_in + 127) / 128) * 2.0);
+          (uint64_t)(par * d->bits / 8.0 +
+                     (double)m->d_out * (double)((m->d_in + 127) / 128) * 2.0);
       const double work = (par + in2) * 4.0; /* fp32 weight + inverse Hessian while solving */
       if (work > a->largest) a->largest = work;
       if (m->kind == SQ_PLAN_EXPERT) {
@@ -139,7 +125,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
       const double fwd = 2.0 * tok * dense_params + attn +
                          2.0 * (total_tokens * topk / E) * a->expert_flops_params;
       tflops[r] += 2.0 * fwd + tok * dense_h2; /* + partial dense Hessians */
-      thbm[r] += 2.0 * 2.0 * (dense_params + a->owned_expert) + 8.0 * (dense_h2 + a->owned_expert_h2);
+      thbm[r] +=
+          2.0 * 2.0 * (dense_params + a->owned_expert) + 8.0 * (dense_h2 + a->owned_expert_h2);
       if (N > 1) {
         /* dense weights: receive the others', send own (original + dequantized) */
         double net = 2.0 * 2.0 * dense_params;
@@ -148,8 +135,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
         tnet[r] += net;
       }
       const double act = tok * h * 4.0 * 4.0 + a->routed_in * 4.0;
-      const double peak = 2.0 * (dense_params + a->owned_expert) + 4.0 * (dense_h2 + a->owned_expert_h2) +
-                          a->largest + act;
+      const double peak = 2.0 * (dense_params + a->owned_expert) +
+                          4.0 * (dense_h2 + a->owned_expert_h2) + a->largest + act;
       const double t = (tflops[r] - f0) / d->flops + (thbm[r] - h0) / d->mem_bw +
                        (tnet[r] - n0) / net_bw + (tread[r] - rd0) / d->read_bw;
       if (t > layer_max) layer_max = t;
@@ -167,7 +154,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
     R->bytes_read = (uint64_t)tread[r];
     R->bytes_net = (uint64_t)tnet[r];
     R->flops = tflops[r];
-    R->time_s = tflops[r] / d->flops + thbm[r] / d->mem_bw + tread[r] / d->read_bw + tnet[r] / net_bw;
+    R->time_s =
+        tflops[r] / d->flops + thbm[r] / d->mem_bw + tread[r] / d->read_bw + tnet[r] / net_bw;
     e->total.bytes_read += R->bytes_read;
     e->total.bytes_net += R->bytes_net;
     e->total.bytes_out += R->bytes_out;
@@ -182,8 +170,8 @@ sq_status sq_plan_estimate_build(const sq_plan *p, const sq_model_config *c,
     }
     if (R->peak_mem > d->gpu_mem) e->over_memory = true;
     tsum += R->time_s;
-    csum += p->rank[r].cost;
-    if (p->rank[r].cost > cmax) cmax = p->rank[r].cost;
+    csum += p->rank[r].load;
+    if (p->rank[r].load > cmax) cmax = p->rank[r].load;
   }
   e->imbalance = tsum > 0 ? e->total.time_s / (tsum / N) : 1.0;
   e->cost_imbalance = csum > 0 ? cmax / (csum / N) : 1.0;

@@ -12,8 +12,9 @@
 typedef struct {
   sq_plan_module *m; /* NULL while counting */
   size_t n;
-  int group;         /* next Hessian group id */
+  int group;            /* next Hessian group id */
   double routed_tokens; /* expected tokens per expert (whole job) */
+  double byte_load;     /* byte_cost × bytes per weight element */
 } sq_memit;
 
 static void sq_mod(sq_memit *e, int layer, int expert, sq_plan_kind kind, sq_plan_slice slice,
@@ -28,8 +29,10 @@ static void sq_mod(sq_memit *e, int layer, int expert, sq_plan_kind kind, sq_pla
     va_start(ap, fmt);
     vsnprintf(m->name, sizeof m->name, fmt, ap);
     va_end(ap);
-    if (tensor) snprintf(m->tensor, sizeof m->tensor, "%s", tensor);
-    else snprintf(m->tensor, sizeof m->tensor, "%s.weight", m->name);
+    if (tensor)
+      snprintf(m->tensor, sizeof m->tensor, "%s", tensor);
+    else
+      snprintf(m->tensor, sizeof m->tensor, "%s.weight", m->name);
     m->layer = layer;
     m->expert = expert;
     m->kind = kind;
@@ -40,6 +43,7 @@ static void sq_mod(sq_memit *e, int layer, int expert, sq_plan_kind kind, sq_pla
     m->owner = 0;
     const double o = (double)d_out, i = (double)d_in;
     m->cost = o * i * i + i * i * i;
+    m->load = m->cost + e->byte_load * o * i;
   }
   e->n++;
 }
@@ -50,6 +54,7 @@ static void sq_group_end(sq_memit *e, size_t first, int expert_group) {
   if (e->m && expert_group && first < e->n) {
     const double i = (double)e->m[first].d_in;
     e->m[first].cost += e->routed_tokens * i * i;
+    e->m[first].load += e->routed_tokens * i * i;
   }
   e->group++;
 }
@@ -72,12 +77,16 @@ static void sq_emit_gqa(const sq_model_config *c, sq_memit *e, const char *p, in
   const int64_t h = c->hidden_size, q = c->num_attention_heads * c->head_dim;
   const int64_t kv = c->num_key_value_heads * c->head_dim;
   size_t first = e->n;
-  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, q, h, NULL, "%smodel.layers.%d.self_attn.q_proj", p, l);
-  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, kv, h, NULL, "%smodel.layers.%d.self_attn.k_proj", p, l);
-  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, kv, h, NULL, "%smodel.layers.%d.self_attn.v_proj", p, l);
+  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, q, h, NULL, "%smodel.layers.%d.self_attn.q_proj", p,
+         l);
+  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, kv, h, NULL, "%smodel.layers.%d.self_attn.k_proj",
+         p, l);
+  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, kv, h, NULL, "%smodel.layers.%d.self_attn.v_proj",
+         p, l);
   sq_group_end(e, first, 0);
   first = e->n;
-  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, h, q, NULL, "%smodel.layers.%d.self_attn.o_proj", p, l);
+  sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, h, q, NULL, "%smodel.layers.%d.self_attn.o_proj", p,
+         l);
   sq_group_end(e, first, 0);
 }
 
@@ -92,7 +101,8 @@ static void sq_emit_mla(const sq_model_config *c, sq_memit *e, int l) {
     sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, c->q_lora_rank, h, NULL,
            "%s.%d.self_attn.q_a_proj", pre, l);
   else
-    sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, nh * qk, h, NULL, "%s.%d.self_attn.q_proj", pre, l);
+    sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, nh * qk, h, NULL, "%s.%d.self_attn.q_proj", pre,
+           l);
   sq_mod(e, l, -1, SQ_PLAN_ATTN, SQ_SLICE_NONE, c->kv_lora_rank + c->qk_rope_head_dim, h, NULL,
          "%s.%d.self_attn.kv_a_proj_with_mqa", pre, l);
   sq_group_end(e, first, 0);
@@ -137,23 +147,25 @@ static bool sq_layer_is_moe(const sq_model_config *c, int l) {
   if (c->num_experts <= 0) return false;
   bool listed;
   switch (c->family) {
-  case SQ_FAMILY_MIXTRAL: return true;
-  case SQ_FAMILY_DEEPSEEK_V3: {
-    int64_t freq = sq_json_int(c, "moe_layer_freq", 1);
-    return l >= c->first_k_dense_replace && (freq <= 1 || l % freq == 0);
-  }
-  case SQ_FAMILY_QWEN_MOE: {
-    bool only = sq_json_list_has(c, "mlp_only_layers", l, &listed);
-    int64_t step = sq_json_int(c, "decoder_sparse_step", 1);
-    return !only && (step <= 1 || (l + 1) % step == 0);
-  }
-  case SQ_FAMILY_LLAMA4: {
-    bool in = sq_json_list_has(c, "moe_layers", l, &listed);
-    if (listed) return in;
-    int64_t step = c->interleave_moe_layer_step > 0 ? c->interleave_moe_layer_step : 1;
-    return (l + 1) % step == 0;
-  }
-  default: return false;
+    case SQ_FAMILY_MIXTRAL:
+      return true;
+    case SQ_FAMILY_DEEPSEEK_V3: {
+      int64_t freq = sq_json_int(c, "moe_layer_freq", 1);
+      return l >= c->first_k_dense_replace && (freq <= 1 || l % freq == 0);
+    }
+    case SQ_FAMILY_QWEN_MOE: {
+      bool only = sq_json_list_has(c, "mlp_only_layers", l, &listed);
+      int64_t step = sq_json_int(c, "decoder_sparse_step", 1);
+      return !only && (step <= 1 || (l + 1) % step == 0);
+    }
+    case SQ_FAMILY_LLAMA4: {
+      bool in = sq_json_list_has(c, "moe_layers", l, &listed);
+      if (listed) return in;
+      int64_t step = c->interleave_moe_layer_step > 0 ? c->interleave_moe_layer_step : 1;
+      return (l + 1) % step == 0;
+    }
+    default:
+      return false;
   }
 }
 
@@ -166,8 +178,10 @@ static void sq_emit_layer(const sq_model_config *c, sq_memit *e, int l, sq_plan_
     L->first = e->n;
     L->first_group = e->group;
   }
-  if (c->family == SQ_FAMILY_DEEPSEEK_V3) sq_emit_mla(c, e, l);
-  else sq_emit_gqa(c, e, p, l);
+  if (c->family == SQ_FAMILY_DEEPSEEK_V3)
+    sq_emit_mla(c, e, l);
+  else
+    sq_emit_gqa(c, e, p, l);
   const bool moe = sq_layer_is_moe(c, l);
   if (!moe) {
     int64_t inter = c->intermediate_size;
@@ -177,34 +191,37 @@ static void sq_emit_layer(const sq_model_config *c, sq_memit *e, int l, sq_plan_
   } else {
     for (int64_t x = 0; x < E; ++x) {
       switch (c->family) {
-      case SQ_FAMILY_MIXTRAL:
-        snprintf(base, sizeof base, "model.layers.%d.block_sparse_moe.experts.%lld", l, (long long)x);
-        sq_emit_mlp(e, l, (int)x, SQ_PLAN_EXPERT, base, "w1", "w3", "w2", h, c->intermediate_size);
-        break;
-      case SQ_FAMILY_LLAMA4: {
-        /* Slices of the fused stacks; named as llm-compressor unpacks them. */
-        const int64_t ff = c->intermediate_size;
-        char gu[112], dn[112];
-        snprintf(base, sizeof base, "%smodel.layers.%d.feed_forward.experts", p, l);
-        snprintf(gu, sizeof gu, "%s.gate_up_proj", base);
-        snprintf(dn, sizeof dn, "%s.down_proj", base);
-        size_t first = e->n;
-        sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_GATE, ff, h, gu, "%s.%lld.gate_proj", base,
-               (long long)x);
-        sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_UP, ff, h, gu, "%s.%lld.up_proj", base,
-               (long long)x);
-        sq_group_end(e, first, 1);
-        first = e->n;
-        sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_DOWN, h, ff, dn, "%s.%lld.down_proj", base,
-               (long long)x);
-        sq_group_end(e, first, 1);
-        break;
-      }
-      default: /* deepseek, qwen-moe */
-        snprintf(base, sizeof base, "model.layers.%d.mlp.experts.%lld", l, (long long)x);
-        sq_emit_mlp(e, l, (int)x, SQ_PLAN_EXPERT, base, "gate_proj", "up_proj", "down_proj", h,
-                    c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size);
-        break;
+        case SQ_FAMILY_MIXTRAL:
+          snprintf(base, sizeof base, "model.layers.%d.block_sparse_moe.experts.%lld", l,
+                   (long long)x);
+          sq_emit_mlp(e, l, (int)x, SQ_PLAN_EXPERT, base, "w1", "w3", "w2", h,
+                      c->intermediate_size);
+          break;
+        case SQ_FAMILY_LLAMA4: {
+          /* Slices of the fused stacks; named as llm-compressor unpacks them. */
+          const int64_t ff = c->intermediate_size;
+          char gu[112], dn[112];
+          snprintf(base, sizeof base, "%smodel.layers.%d.feed_forward.experts", p, l);
+          snprintf(gu, sizeof gu, "%s.gate_up_proj", base);
+          snprintf(dn, sizeof dn, "%s.down_proj", base);
+          size_t first = e->n;
+          sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_GATE, ff, h, gu, "%s.%lld.gate_proj", base,
+                 (long long)x);
+          sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_UP, ff, h, gu, "%s.%lld.up_proj", base,
+                 (long long)x);
+          sq_group_end(e, first, 1);
+          first = e->n;
+          sq_mod(e, l, (int)x, SQ_PLAN_EXPERT, SQ_SLICE_DOWN, h, ff, dn, "%s.%lld.down_proj", base,
+                 (long long)x);
+          sq_group_end(e, first, 1);
+          break;
+        }
+        default: /* deepseek, qwen-moe */
+          snprintf(base, sizeof base, "model.layers.%d.mlp.experts.%lld", l, (long long)x);
+          sq_emit_mlp(
+              e, l, (int)x, SQ_PLAN_EXPERT, base, "gate_proj", "up_proj", "down_proj", h,
+              c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size);
+          break;
       }
     }
     int64_t shared = 0;
@@ -242,12 +259,13 @@ static sq_status sq_modules_check(const sq_model_config *c) {
                         "mistral, qwen2, mixtral, qwen2_moe, qwen3_moe, deepseek_v2/v3 and llama4 "
                         "are known",
                         c->label, c->model_type);
-  if (c->family == SQ_FAMILY_DEEPSEEK_V3 &&
-      (c->kv_lora_rank <= 0 || c->v_head_dim <= 0 || c->qk_nope_head_dim + c->qk_rope_head_dim <= 0))
-    return sq_error_set(SQ_ERR_FORMAT,
-                        "%s: deepseek MLA needs kv_lora_rank, v_head_dim and qk_{nope,rope}_head_dim "
-                        "> 0",
-                        c->label);
+  if (c->family == SQ_FAMILY_DEEPSEEK_V3 && (c->kv_lora_rank <= 0 || c->v_head_dim <= 0 ||
+                                             c->qk_nope_head_dim + c->qk_rope_head_dim <= 0))
+    return sq_error_set(
+        SQ_ERR_FORMAT,
+        "%s: deepseek MLA needs kv_lora_rank, v_head_dim and qk_{nope,rope}_head_dim "
+        "> 0",
+        c->label);
   if (c->num_experts > 0 && c->family != SQ_FAMILY_MIXTRAL && c->family != SQ_FAMILY_LLAMA4 &&
       c->moe_intermediate_size <= 0 && c->intermediate_size <= 0)
     return sq_error_set(SQ_ERR_FORMAT, "%s: MoE config without moe_intermediate_size", c->label);
@@ -259,8 +277,8 @@ static sq_status sq_modules_check(const sq_model_config *c) {
   return SQ_OK;
 }
 
-sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o,
-                          sq_plan_module **modules, size_t *n, sq_plan_layer **layers) {
+sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o, sq_plan_module **modules,
+                          size_t *n, sq_plan_layer **layers) {
   *modules = NULL;
   *layers = NULL;
   *n = 0;
@@ -270,7 +288,9 @@ sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o,
     sq_plan_opts_default(&def);
     o = &def;
   }
-  sq_memit e = {NULL, 0, 0, 0.0};
+  sq_memit e = {NULL, 0, 0, 0.0, 0.0};
+  bool fp8;
+  e.byte_load = o->byte_cost * sq_plan_weight_elem_bytes(c, &fp8);
   if (c->num_experts > 0)
     e.routed_tokens = (double)o->samples * (double)o->seq_len *
                       (double)(c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1) /
@@ -295,12 +315,28 @@ sq_status sq_plan_modules(const sq_model_config *c, const sq_plan_opts *o,
   return SQ_OK;
 }
 
+double sq_plan_weight_elem_bytes(const sq_model_config *c, bool *fp8) {
+  *fp8 = false;
+  json_t *q = c->json ? json_object_get(c->json, "quantization_config") : NULL;
+  json_t *m = json_is_object(q) ? json_object_get(q, "quant_method") : NULL;
+  if (json_is_string(m) && strcmp(json_string_value(m), "fp8") == 0) {
+    *fp8 = true;
+    return 1.0;
+  }
+  size_t s = c->torch_dtype != SQ_DTYPE_INVALID ? sq_dtype_size(c->torch_dtype) : 2;
+  return s ? (double)s : 2.0;
+}
+
 const char *sq_plan_kind_name(sq_plan_kind k) {
   switch (k) {
-  case SQ_PLAN_ATTN: return "attn";
-  case SQ_PLAN_MLP: return "mlp";
-  case SQ_PLAN_EXPERT: return "expert";
-  case SQ_PLAN_SHARED: return "shared";
+    case SQ_PLAN_ATTN:
+      return "attn";
+    case SQ_PLAN_MLP:
+      return "mlp";
+    case SQ_PLAN_EXPERT:
+      return "expert";
+    case SQ_PLAN_SHARED:
+      return "shared";
   }
   return "?";
 }

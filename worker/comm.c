@@ -2,7 +2,7 @@
 #include "worker/comm.h"
 
 sq_comm sq_comm_single(void) {
-  sq_comm c = {0, 1};
+  sq_comm c = {.rank = 0, .size = 1};
   return c;
 }
 

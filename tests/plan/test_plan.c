@@ -31,9 +31,9 @@ static long long J(json_t *o, const char *k, long long def) {
 
 typedef struct {
   long long moe_step, moe_first; /* layer l is MoE iff l >= moe_first && l % step == step - 1 */
-  long long modules, params; /* expected totals */
+  long long modules, params;     /* expected totals */
   int moe_layers;
-  long long experts;         /* per MoE layer */
+  long long experts; /* per MoE layer */
 } expect_t;
 
 /* Expected module count and Σ d_out·d_in from the config, written per family
@@ -53,7 +53,8 @@ static void expect_from_json(json_t *root, expect_t *x) {
     long long vd = J(t, "v_head_dim", 0), E = J(t, "n_routed_experts", 0);
     long long mff = J(t, "moe_intermediate_size", 0), ns = J(t, "n_shared_experts", 0);
     long long k = J(t, "first_k_dense_replace", 0);
-    attn_p = h * ql + ql * nh * (nope + rope) + h * (kl + rope) + kl * nh * (nope + vd) + nh * vd * h;
+    attn_p =
+        h * ql + ql * nh * (nope + rope) + h * (kl + rope) + kl * nh * (nope + vd) + nh * vd * h;
     x->moe_layers = (int)(L - k);
     x->moe_first = k, x->moe_step = 1;
     x->experts = E;
@@ -69,7 +70,8 @@ static void expect_from_json(json_t *root, expect_t *x) {
     x->experts = E;
     x->modules = L * 4 + (L - moe) * 3 + moe * (3 * E + 3);
     /* fused gate_up (E, h, 2ff) + down (E, ff, h), shared expert (ff) */
-    x->params = L * attn_p + (L - moe) * 3 * h * fmlp + moe * (E * h * 2 * ff + E * ff * h + 3 * h * ff);
+    x->params =
+        L * attn_p + (L - moe) * 3 * h * fmlp + moe * (E * h * 2 * ff + E * ff * h + 3 * h * ff);
   } else if (!strcmp(mt, "mixtral")) {
     long long E = J(t, "num_local_experts", 0);
     x->moe_layers = (int)L;
@@ -114,8 +116,10 @@ static long long linear_params_from_tensor_list(const sq_model_config *c) {
 /* The module that must share m's Hessian, by name: k/v -> q, up/w3 -> gate/w1,
  * kv_a_proj_with_mqa -> q_a_proj. "" when m has no partner. */
 static void partner_name(const char *name, char *out, size_t n) {
-  static const char *pairs[][2] = {{".k_proj", ".q_proj"},     {".v_proj", ".q_proj"},
-                                   {".up_proj", ".gate_proj"}, {".w3", ".w1"},
+  static const char *pairs[][2] = {{".k_proj", ".q_proj"},
+                                   {".v_proj", ".q_proj"},
+                                   {".up_proj", ".gate_proj"},
+                                   {".w3", ".w1"},
                                    {".kv_a_proj_with_mqa", ".q_a_proj"}};
   out[0] = 0;
   size_t len = strlen(name);
@@ -155,6 +159,9 @@ static void check_model(const char *dir, const char *model, const int *ranks, in
   sq_plan_opts o;
   sq_plan_opts_default(&o);
   o.samples = 100; /* not divisible by most rank counts */
+  const char *qm = json_string_value(
+      json_object_get(json_object_get(root, "quantization_config"), "quant_method"));
+  const double eb = qm && !strcmp(qm, "fp8") ? 1.0 : 2.0;
   for (int ri = 0; ri < nranks; ++ri) {
     const int N = ranks[ri];
     sq_plan *p = NULL, *q = NULL;
@@ -180,9 +187,15 @@ static void check_model(const char *dir, const char *model, const int *ranks, in
       if (N == 1) SQ_EXPECT_EQ_INT(m->owner, 0);
       /* solve cost d_in²(d_out + d_in), experts add tokens·d_in² on their group's first */
       double i2 = (double)m->d_in * (double)m->d_in, solve = i2 * (double)(m->d_out + m->d_in);
-      if (m->kind != SQ_PLAN_EXPERT) SQ_EXPECT_NEAR(m->cost, solve, 0, 1e-12);
-      else SQ_EXPECT(m->cost >= solve * (1 - 1e-12));
-      if (i > 0) SQ_EXPECT(m->group == p->modules[i - 1].group || m->group == p->modules[i - 1].group + 1);
+      if (m->kind != SQ_PLAN_EXPERT)
+        SQ_EXPECT_NEAR(m->cost, solve, 0, 1e-12);
+      else
+        SQ_EXPECT(m->cost >= solve * (1 - 1e-12));
+      /* load = cost + byte_cost × checkpoint bytes (fp8 for DeepSeek-V3, else bf16) */
+      SQ_EXPECT_NEAR(m->load, m->cost + o.byte_cost * eb * (double)m->d_out * (double)m->d_in, 0,
+                     1e-12);
+      if (i > 0)
+        SQ_EXPECT(m->group == p->modules[i - 1].group || m->group == p->modules[i - 1].group + 1);
       char pn[160];
       partner_name(m->name, pn, sizeof pn);
       if (pn[0]) {
@@ -190,13 +203,15 @@ static void check_model(const char *dir, const char *model, const int *ranks, in
         SQ_EXPECT_MSG(k >= 0, "%s: partner %s of %s missing", model, pn, m->name);
         if (k >= 0) {
           SQ_EXPECT_MSG(p->modules[k].owner == m->owner, "%s: %s and %s split", model, pn, m->name);
-          SQ_EXPECT_MSG(p->modules[k].group == m->group, "%s: %s and %s groups", model, pn, m->name);
+          SQ_EXPECT_MSG(p->modules[k].group == m->group, "%s: %s and %s groups", model, pn,
+                        m->name);
         }
       }
     }
     for (int r = 0; r < N; ++r) per_rank_sum += p->rank[r].n_modules;
     SQ_EXPECT_EQ_INT(per_rank_sum, p->n_modules);
-    SQ_EXPECT_MSG(params == x.params, "%s: planned params %lld, formula %lld", model, params, x.params);
+    SQ_EXPECT_MSG(params == x.params, "%s: planned params %lld, formula %lld", model, params,
+                  x.params);
     long long tl = linear_params_from_tensor_list(&c);
     if (tl >= 0)
       SQ_EXPECT_MSG(params == tl, "%s: planned params %lld, tensor list %lld", model, params, tl);
@@ -218,17 +233,17 @@ static void check_model(const char *dir, const char *model, const int *ranks, in
       /* Greedy list scheduling bound (Graham): max load <= total/N + largest group. */
       double *load = calloc((size_t)N, sizeof *load), tot = 0, big = 0, gsum = 0;
       for (size_t i = L->first; i < L->first + L->count; ++i) {
-        load[p->modules[i].owner] += p->modules[i].cost;
-        tot += p->modules[i].cost;
-        gsum += p->modules[i].cost;
+        load[p->modules[i].owner] += p->modules[i].load;
+        tot += p->modules[i].load;
+        gsum += p->modules[i].load;
         if (i + 1 == L->first + L->count || p->modules[i + 1].group != p->modules[i].group) {
           if (gsum > big) big = gsum;
           gsum = 0;
         }
       }
       for (int r = 0; r < N; ++r)
-        SQ_EXPECT_MSG(load[r] <= tot / N + big * (1 + 1e-9), "%s N=%d layer %d: load %g > %g", model,
-                      N, l, load[r], tot / N + big);
+        SQ_EXPECT_MSG(load[r] <= tot / N + big * (1 + 1e-9), "%s N=%d layer %d: load %g > %g",
+                      model, N, l, load[r], tot / N + big);
       free(load);
     }
     SQ_EXPECT_EQ_INT(moe_layers, x.moe_layers);
@@ -255,8 +270,9 @@ static void check_model(const char *dir, const char *model, const int *ranks, in
   sq_model_config_free(&c);
 }
 
-/* Balance on Llama-3.1-405B: per-rank owned solve cost max/mean (independently
- * summed here) and the per-layer critical path relative to the ideal. */
+/* Balance on Llama-3.1-405B: per-rank owned load max/mean, with the load
+ * (solve d_out·d_in² + d_in³ + byte_cost × bf16 weight bytes) summed here
+ * from the shapes, and the per-layer critical path. */
 static void check_balance_405b(int N, double bound_total, double *ratio_out, double *mk_out) {
   sq_model_config c;
   memset(&c, 0, sizeof c);
@@ -266,42 +282,49 @@ static void check_balance_405b(int N, double bound_total, double *ratio_out, dou
     sq_error_clear();
     return;
   }
+  sq_plan_opts o = {512, 2048, 2e5};
   sq_plan *p = NULL;
-  SQ_EXPECT(sq_plan_build(&c, N, NULL, &p) == SQ_OK);
-  double *cost = calloc((size_t)N, sizeof *cost), sum = 0, mx = 0, mk = 0;
+  SQ_EXPECT(sq_plan_build(&c, N, &o, &p) == SQ_OK);
+  if (!p) return;
+  double *load = calloc((size_t)N, sizeof *load), sum = 0, mx = 0;
   for (size_t i = 0; i < p->n_modules; ++i) {
     const sq_plan_module *m = &p->modules[i];
-    double din = (double)m->d_in;
-    cost[m->owner] += (double)m->d_out * din * din + din * din * din;
+    double din = (double)m->d_in, w = (double)m->d_out * din;
+    load[m->owner] += w * din + din * din * din + o.byte_cost * 2.0 * w;
   }
   for (int r = 0; r < N; ++r) {
-    sum += cost[r];
-    if (cost[r] > mx) mx = cost[r];
+    sum += load[r];
+    if (load[r] > mx) mx = load[r];
   }
   *ratio_out = mx / (sum / N);
-  mk = p->layer_makespan / (sum / N);
-  *mk_out = mk;
+  *mk_out = p->layer_makespan / (sum / N);
   SQ_EXPECT_MSG(*ratio_out < bound_total, "405B N=%d: max/mean %.4f >= %.2f", N, *ratio_out,
                 bound_total);
-  /* Per layer the largest group (down_proj, d_in = 53248) bounds the critical
-   * path from below: makespan must equal Σ_l max(largest group, ...), and LPT
-   * reaches it whenever N >= groups per layer (4). */
+  /* With N >= 4 groups per layer each group gets its own rank, so the
+   * critical path is 126 × the largest group: qkv, o, gate+up or down. */
   if (N >= 4) {
-    double ff = 53248, h = 16384, down = h * ff * ff + ff * ff * ff;
-    SQ_EXPECT_NEAR(p->layer_makespan, 126 * down, 0, 1e-9);
+    const double h = 16384, ff = 53248, kv = 1024, bc = o.byte_cost * 2.0;
+    double g[4] = {(h + 2 * kv) * h * h + 3 * h * h * h + bc * (h + 2 * kv) * h, /* q, k, v */
+                   h * h * h + h * h * h + bc * h * h,                           /* o */
+                   2 * (ff * h * h + h * h * h) + bc * 2 * ff * h,               /* gate, up */
+                   h * ff * ff + ff * ff * ff + bc * h * ff};                    /* down */
+    double big = 0;
+    for (int k = 0; k < 4; ++k) big = g[k] > big ? g[k] : big;
+    SQ_EXPECT_NEAR(p->layer_makespan, 126 * big, 0, 1e-9);
   }
-  free(cost);
+  free(load);
   sq_plan_free(p);
   sq_model_config_free(&c);
 }
 
 /* Qwen-MoE dense layers: mlp_only_layers and decoder_sparse_step. */
 static void check_qwen_sparse_step(void) {
-  const char *js = "{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"intermediate_size\":96,"
-                   "\"num_hidden_layers\":6,\"num_attention_heads\":4,\"vocab_size\":100,"
-                   "\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":32,"
-                   "\"shared_expert_intermediate_size\":48,\"decoder_sparse_step\":2,"
-                   "\"mlp_only_layers\":[3]}";
+  const char *js =
+      "{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"intermediate_size\":96,"
+      "\"num_hidden_layers\":6,\"num_attention_heads\":4,\"vocab_size\":100,"
+      "\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":32,"
+      "\"shared_expert_intermediate_size\":48,\"decoder_sparse_step\":2,"
+      "\"mlp_only_layers\":[3]}";
   sq_model_config c;
   memset(&c, 0, sizeof c);
   SQ_EXPECT(sq_model_config_parse("inline", js, strlen(js), &c) == SQ_OK);
@@ -360,8 +383,8 @@ static void check_estimate(void) {
 
 int main(void) {
   const int ranks[] = {1, 3, 8, 64};
-  const char *assets[] = {"Llama-3.1-8B", "Llama-3.1-405B", "Mistral-7B-v0.3", "Qwen2.5-7B",
-                          "DeepSeek-V3", "Llama-4-Maverick-17B-128E-Instruct"};
+  const char *assets[] = {"Llama-3.1-8B", "Llama-3.1-405B", "Mistral-7B-v0.3",
+                          "Qwen2.5-7B",   "DeepSeek-V3",    "Llama-4-Maverick-17B-128E-Instruct"};
   for (size_t i = 0; i < sizeof assets / sizeof assets[0]; ++i)
     check_model("tests/assets/configs", assets[i], ranks, 4);
   const char *mine[] = {"Mixtral-8x7B-v0.1", "Qwen1.5-MoE-A2.7B", "Qwen3-30B-A3B"};
@@ -370,11 +393,13 @@ int main(void) {
   double r8, m8, r64, m64;
   check_balance_405b(8, 1.05, &r8, &m8);
   check_balance_405b(64, 1.35, &r64, &m64);
-  printf("Llama-3.1-405B owned solve cost max/mean: 8 ranks %.4f, 64 ranks %.4f; "
-         "per-layer critical path / ideal: %.3f, %.3f\n", r8, r64, m8, m64);
+  printf(
+      "Llama-3.1-405B owned load max/mean: 8 ranks %.4f, 64 ranks %.4f; "
+      "per-layer critical path / ideal: %.3f, %.3f\n",
+      r8, r64, m8, m64);
   check_qwen_sparse_step();
   check_estimate();
-  sq_plan_opts o = {512, 2048};
+  sq_plan_opts o = {512, 2048, 0};
   sq_plan *p = NULL;
   sq_model_config c;
   memset(&c, 0, sizeof c);
