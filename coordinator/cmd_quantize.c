@@ -5,7 +5,13 @@
  * rank), solves each module with GPTQ / SparseGPT / RTN, writes the compressed
  * tensors to the layer's shard, replaces the weights by their dequantized
  * values and re-runs the layer to produce the next layer's inputs. Memory is
- * one layer's weights plus the activations of all samples. */
+ * one layer's weights plus the activations of all samples.
+ * With a recipe (quantize_plan.h) each module has its own solver options; a
+ * SmoothQuant layer first runs one extra pass to observe the norms' outputs
+ * and folds the scales into the norms (written out) and the q/k/v, gate/up
+ * weights; the calibration pass also observes the absmax that static input
+ * activations (<m>.input_scale) and the kv cache (self_attn.k_scale/v_scale)
+ * need: scale = absmax / 448 for fp8, shape [1] in the model's dtype. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

@@ -178,6 +178,10 @@ static sq_status sq_qplan_group(const sq_recipe *r, const sq_recipe_resolution *
   s.has_input = res->input_activations.present != 0;
   if (s.has_input) sq_qplan_args_from_recipe(&res->input_activations, dt, &s.input);
   if (!st) st = sq_ct_config_add_group(ct, &s);
+  /* add_group names it group_<n>; a config group keeps the recipe's name
+   * (llm-compressor keeps config_groups' keys; presets become group_<n>) */
+  if (!st && !rs->preset && rs->name && rs->name[0])
+    snprintf(ct->groups[ct->n_groups - 1].name, sizeof ct->groups[0].name, "%s", rs->name);
   sq_ct_scheme_free(&s);
   return st;
 }
