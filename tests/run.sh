@@ -19,4 +19,10 @@ cmake -S . -B "$build" "${cmake_args[@]}" >"$build.configure.log" 2>&1 || { cat 
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E "warning|error|Error" || true
 cmake --build "$build" -j"$(nproc)" >/dev/null
 cd "$build"
-ctest --output-on-failure --timeout 900 -j2 "$@"
+set +e
+ctest --output-on-failure --timeout 900 -j2 "$@" 2>&1 | tee ctest.log
+rc=${PIPESTATUS[0]}
+set -e
+# ctest lists skipped tests after its summary; repeat the summary as the last line.
+grep -E "tests passed|No tests were found" ctest.log | tail -n 1
+exit "$rc"
