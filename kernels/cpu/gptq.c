@@ -135,18 +135,9 @@ sq_status sq_gptq_quantize(const char *name, const float *W, const float *H, int
 
   size_t need = sq_gptq_workspace_bytes(d_out, d_in, opts);
   void *owned = NULL;
-  if (!ws) {
-    owned = malloc(need);
-    if (!owned)
-      return sq_error_set(SQ_ERR_NOMEM, "%s: cannot allocate the GPTQ workspace (%zu bytes)",
-                          name, need);
-    ws = owned;
-  } else if (ws_bytes < need) {
-    return sq_error_set(SQ_ERR_ARG, "%s: GPTQ workspace of %zu bytes, %zu needed", name,
-                        ws_bytes, need);
-  }
+  sq_ws_carver c;
+  SQ_CHECK(sq_solver_workspace(name, "GPTQ", ws, ws_bytes, need, &owned, &c));
   sq_status st = SQ_OK;
-  sq_ws_carver c = {(char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63), 0};
   gptq_ws w;
   carve(&c, &w, d_out, d_in, B);
 

@@ -5,6 +5,7 @@
 
 #include <lapacke.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -157,4 +158,22 @@ sq_status sq_solver_prepare_hinv(const char *name, const float *H, const int64_t
                 step, (int)info, (double)damp, (double)next, attempt + 1, retries);
     damp = next;
   }
+}
+
+sq_status sq_solver_workspace(const char *name, const char *what, void *ws, size_t ws_bytes,
+                              size_t need, void **owned, sq_ws_carver *c) {
+  *owned = NULL;
+  if (!ws) {
+    *owned = malloc(need);
+    if (!*owned)
+      return sq_error_set(SQ_ERR_NOMEM, "%s: cannot allocate the %s workspace (%zu bytes)", name,
+                          what, need);
+    ws = *owned;
+  } else if (ws_bytes < need) {
+    return sq_error_set(SQ_ERR_ARG, "%s: %s workspace of %zu bytes, %zu needed", name, what,
+                        ws_bytes, need);
+  }
+  c->base = (char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+  c->used = 0;
+  return SQ_OK;
 }

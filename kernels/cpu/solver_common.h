@@ -44,5 +44,10 @@ typedef struct sq_ws_carver {
 } sq_ws_carver;
 /* Reserve n bytes aligned to 64 (base NULL: only count). */
 void *sq_ws_take(sq_ws_carver *c, size_t n);
+/* A carver over the caller's workspace ws (ws_bytes) or, when ws is NULL, over
+ * one fresh allocation of need bytes that the caller frees through *owned.
+ * what names the solver in errors ("GPTQ", "SparseGPT"). */
+sq_status sq_solver_workspace(const char *name, const char *what, void *ws, size_t ws_bytes,
+                              size_t need, void **owned, sq_ws_carver *c);
 
 #endif

@@ -156,18 +156,9 @@ sq_status sq_sparsegpt_prune(const char *name, const float *W, const float *H, i
 
   size_t need = sq_sparsegpt_workspace_bytes(d_out, d_in, opts);
   void *owned = NULL;
-  if (!ws) {
-    owned = malloc(need);
-    if (!owned)
-      return sq_error_set(SQ_ERR_NOMEM, "%s: cannot allocate the SparseGPT workspace (%zu bytes)",
-                          name, need);
-    ws = owned;
-  } else if (ws_bytes < need) {
-    return sq_error_set(SQ_ERR_ARG, "%s: SparseGPT workspace of %zu bytes, %zu needed", name,
-                        ws_bytes, need);
-  }
+  sq_ws_carver c;
+  SQ_CHECK(sq_solver_workspace(name, "SparseGPT", ws, ws_bytes, need, &owned, &c));
   sq_status st = SQ_OK;
-  sq_ws_carver c = {(char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63), 0};
   sgpt_ws w;
   carve(&c, &w, d_out, d_in, B);
 
