@@ -153,6 +153,19 @@ sq_status sq_lq_declare(const sq_lq *lq, sq_st_writer *w, const char *name, int6
     snprintf(tname, sizeof tname, "%s.weight", name);
     return sq_st_writer_declare(w, tname, lq->opts.dense_dtype, 2, shape);
   }
+  /* compressed-tensors (and so vLLM) refuses group quantization whose group
+   * size does not divide in_features; say so once rather than let the serving
+   * side fail later. The file itself is still exact (partial last group). */
+  static int warned_partial_group;
+  const sq_qargs *q = &lq->opts.q;
+  if (q->strategy == SQ_QSTRAT_GROUP && q->group_size > 0 && d_in % q->group_size != 0 &&
+      !warned_partial_group) {
+    warned_partial_group = 1;
+    sq_log_warn("%s: in_features %lld is not a multiple of group_size %d: compressed-tensors "
+                "loaders (vLLM, transformers) refuse such groups -- hint: pick a group size "
+                "that divides every in_features, or per-channel (--group 0)",
+                name, (long long)d_in, q->group_size);
+  }
   return sq_ct_declare_module(w, lq->opts.fmt, name, &lq->opts.q, d_out, d_in,
                               lq->opts.actorder == 1);
 }
