@@ -379,6 +379,27 @@ sq_status sq_ckpt_read_f32(const sq_ckpt *c, const char *name, float *dst, uint6
   const sq_st_file *f;
   const sq_st_tensor *t = sq_ckpt_find(c, name, &f);
   if (!t) return sq_error_set(SQ_ERR_FORMAT, "%s: checkpoint has no tensor '%s'", c->dir, name);
+  /* A DeepSeek block-scaled fp8 weight converted code by code would be off by
+   * its per-block scale: refuse it rather than return wrong weights. */
+  if (t->dtype == SQ_DTYPE_F8_E4M3) {
+    size_t len = strlen(name);
+    char *sname = malloc(len + sizeof "_scale_inv");
+    if (!sname) return sq_error_set(SQ_ERR_NOMEM, "%s: out of memory reading '%s'", c->dir, name);
+    memcpy(sname, name, len);
+    memcpy(sname + len, "_scale_inv", sizeof "_scale_inv");
+    sq_status st = SQ_OK;
+    if (sq_ckpt_find(c, sname, NULL)) {
+      char pn[200], ps[200]; /* names come from the file: keep the message one line */
+      st = sq_error_set(SQ_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' is block-scaled fp8 (it has '%s'), which a plain fp32 "
+                        "read would leave unscaled -- hint: read it with sq_fp8_block_read_f32 "
+                        "(sharding/fp8_block.h)",
+                        c->dir, sq_st_printable(name, pn, sizeof pn),
+                        sq_st_printable(sname, ps, sizeof ps));
+    }
+    free(sname);
+    if (st != SQ_OK) return st;
+  }
   return sq_st_read_f32(f, t, dst, nelem);
 }
 

@@ -31,7 +31,10 @@ const sq_st_tensor *sq_ckpt_at(const sq_ckpt *c, size_t i, const sq_st_file **fi
 /* Find a tensor by name; NULL if absent. */
 const sq_st_tensor *sq_ckpt_find(const sq_ckpt *c, const char *name, const sq_st_file **file);
 /* Read a whole tensor as fp32; an absent tensor or wrong element count is an
- * error naming the tensor and the directory. */
+ * error naming the tensor and the directory. An F8_E4M3 tensor that has a
+ * DeepSeek block scale "<name>_scale_inv" is refused (SQ_ERR_UNSUPPORTED):
+ * read it with sq_fp8_block_read_f32 (sharding/fp8_block.h), which applies the
+ * scales. */
 sq_status sq_ckpt_read_f32(const sq_ckpt *c, const char *name, float *dst, uint64_t nelem);
 /* Sum of the shard files' sizes in bytes. */
 uint64_t sq_ckpt_bytes_on_disk(const sq_ckpt *c);

@@ -1,4 +1,4 @@
-/* config.json parsing (jansson), the dense Llama-family tensor list, and
+/* config.json parsing (jansson), the tensor lists of the known families, and
  * writing config.json back with unknown keys preserved. See model_config.h. */
 #include "sharding/model_config.h"
 
@@ -202,6 +202,12 @@ const char *sq_model_family_name(sq_model_family f) {
   }
 }
 
+/* Qwen2Attention and Qwen2MoeAttention build q/k/v with bias=True whatever
+ * config.json says. */
+static bool sq_cfg_qkv_bias_implied(const sq_model_config *c) {
+  return c->family == SQ_FAMILY_QWEN2 || strcmp(c->model_type, "qwen2_moe") == 0;
+}
+
 /* The fields of the text model, read from scope sc. */
 static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
   SQ_CHECK(sq_cfg_int(sc, "hidden_size", 1, 0, 1, &c->hidden_size));
@@ -232,9 +238,10 @@ static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
   SQ_CHECK(sq_cfg_rope_scaling(sc, &c->rope_scaling));
   SQ_CHECK(sq_cfg_bool(sc, "attention_bias", false, &c->attention_bias));
   SQ_CHECK(sq_cfg_bool(sc, "mlp_bias", false, &c->mlp_bias));
-  /* Llama's attention_bias biases q, k, v and o; Qwen2 hard-codes q/k/v biases. */
+  /* Llama's attention_bias biases q, k, v and o; Qwen2 and Qwen2-MoE hard-code
+   * q/k/v biases (Qwen3-MoE reads attention_bias). */
   c->o_proj_bias = c->attention_bias && c->family == SQ_FAMILY_LLAMA;
-  if (c->family == SQ_FAMILY_QWEN2) c->attention_bias = true;
+  if (sq_cfg_qkv_bias_implied(c)) c->attention_bias = true;
   if (c->family == SQ_FAMILY_MISTRAL) c->attention_bias = c->mlp_bias = false;
 
   int64_t bos[1];
@@ -256,6 +263,9 @@ static sq_status sq_cfg_parse_text(const sq_cfg_scope *sc, sq_model_config *c) {
   SQ_CHECK(sq_cfg_int(sc, "first_k_dense_replace", 0, 0, 0, &c->first_k_dense_replace));
   SQ_CHECK(sq_cfg_int(sc, "interleave_moe_layer_step", 0, 0, 0, &c->interleave_moe_layer_step));
   SQ_CHECK(sq_cfg_int(sc, "intermediate_size_mlp", 0, 0, 0, &c->intermediate_size_mlp));
+  SQ_CHECK(sq_cfg_int(sc, "decoder_sparse_step", 0, 1, 1, &c->decoder_sparse_step));
+  SQ_CHECK(sq_cfg_int(sc, "shared_expert_intermediate_size", 0, 0, 0,
+                      &c->shared_expert_intermediate_size));
   SQ_CHECK(sq_cfg_int(sc, "q_lora_rank", 0, 0, 0, &c->q_lora_rank));
   SQ_CHECK(sq_cfg_int(sc, "kv_lora_rank", 0, 0, 0, &c->kv_lora_rank));
   SQ_CHECK(sq_cfg_int(sc, "qk_nope_head_dim", 0, 0, 0, &c->qk_nope_head_dim));
@@ -433,8 +443,8 @@ sq_status sq_model_config_to_json(const sq_model_config *c, char **out) {
   rc |= json_object_set_new(t, "rms_norm_eps", json_real(c->rms_norm_eps));
   rc |= json_object_set_new(t, "rope_theta", json_real(c->rope_theta));
   rc |= json_object_set_new(t, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
-  /* qwen2's implied q/k/v bias is not written as a key it never had. */
-  if (c->family != SQ_FAMILY_QWEN2 && (json_object_get(t, "attention_bias") || c->attention_bias))
+  /* qwen2's and qwen2_moe's implied q/k/v bias is not written as a key they never had. */
+  if (!sq_cfg_qkv_bias_implied(c) && (json_object_get(t, "attention_bias") || c->attention_bias))
     rc |= json_object_set_new(t, "attention_bias", json_boolean(c->attention_bias));
   if (json_object_get(t, "mlp_bias") || c->mlp_bias)
     rc |= json_object_set_new(t, "mlp_bias", json_boolean(c->mlp_bias));
@@ -574,6 +584,41 @@ static int sq_llama4_is_moe(const sq_model_config *c, int l) {
   return (l + 1) % step == 0;
 }
 
+/* Qwen2-MoE / Qwen3-MoE: layer l is sparse unless listed in mlp_only_layers,
+ * when (l + 1) % decoder_sparse_step == 0, as Qwen2MoeDecoderLayer decides. */
+static int sq_qwen_moe_is_sparse(const sq_model_config *c, int l) {
+  json_t *only = json_object_get(c->json, "mlp_only_layers");
+  if (json_is_array(only)) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(only, i, v) if (json_is_integer(v) && json_integer_value(v) == l) return 0;
+  }
+  int64_t step = c->decoder_sparse_step > 0 ? c->decoder_sparse_step : 1;
+  return c->num_experts > 0 && (l + 1) % step == 0;
+}
+
+/* The MLP of a Qwen-MoE layer, in the order of Qwen2MoeSparseMoeBlock's modules. */
+static void sq_list_qwen_moe_mlp(const sq_model_config *c, sq_emit *e, int l) {
+  const int64_t h = c->hidden_size, E = c->num_experts;
+  if (!sq_qwen_moe_is_sparse(c, l)) {
+    sq_list_mlp(c, e, "", l, "mlp", c->intermediate_size, 0);
+    return;
+  }
+  sq_put(e, SQ_ROLE_ROUTER, l, 2, E, h, 0, "model.layers.%d.mlp.gate.weight", l);
+  const int64_t f = c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size;
+  for (int64_t x = 0; x < E; ++x) {
+    char mlp[48];
+    snprintf(mlp, sizeof mlp, "mlp.experts.%lld", (long long)x);
+    sq_list_mlp(c, e, "", l, mlp, f, 0);
+  }
+  /* Qwen3-MoE has no shared expert (and no such key). */
+  if (strcmp(c->model_type, "qwen2_moe") == 0 && c->shared_expert_intermediate_size > 0) {
+    sq_list_mlp(c, e, "", l, "mlp.shared_expert", c->shared_expert_intermediate_size, 0);
+    /* Linear(h, 1): kept unquantized like the router in every published recipe. */
+    sq_put(e, SQ_ROLE_ROUTER, l, 2, 1, h, 0, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+  }
+}
+
 static void sq_list(const sq_model_config *c, sq_emit *e) {
   const int64_t h = c->hidden_size, E = c->num_experts;
   const char *p = c->family == SQ_FAMILY_LLAMA4 ? "language_model." : "";
@@ -584,6 +629,10 @@ static void sq_list(const sq_model_config *c, sq_emit *e) {
       sq_list_mla(c, e, l);
     else
       sq_list_gqa(c, e, p, l);
+    if (strcmp(c->model_type, "qwen3_moe") == 0) { /* Qwen3MoeAttention's per-head RMSNorms */
+      SQ_VEC(e, SQ_ROLE_NORM, l, c->head_dim, "model.layers.%d.self_attn.q_norm.weight", l);
+      SQ_VEC(e, SQ_ROLE_NORM, l, c->head_dim, "model.layers.%d.self_attn.k_norm.weight", l);
+    }
     SQ_VEC(e, SQ_ROLE_NORM, l, h, "%smodel.layers.%d.post_attention_layernorm.weight", p, l);
     switch (c->family) {
       case SQ_FAMILY_MIXTRAL:
@@ -597,6 +646,9 @@ static void sq_list(const sq_model_config *c, sq_emit *e) {
           SQ_LIN(e, l, in, h, "model.layers.%d.block_sparse_moe.experts.%lld.w3.weight", l,
                  (long long)x);
         }
+        break;
+      case SQ_FAMILY_QWEN_MOE:
+        sq_list_qwen_moe_mlp(c, e, l);
         break;
       case SQ_FAMILY_DEEPSEEK_V3:
         if (l < c->first_k_dense_replace || E == 0) {
@@ -649,12 +701,14 @@ static void sq_list(const sq_model_config *c, sq_emit *e) {
  * ask for 2^31 experts). */
 static sq_status sq_list_check(const sq_model_config *c) {
   int ok = sq_model_config_is_dense(c) || c->family == SQ_FAMILY_MIXTRAL ||
-           c->family == SQ_FAMILY_DEEPSEEK_V3 || c->family == SQ_FAMILY_LLAMA4;
+           c->family == SQ_FAMILY_QWEN_MOE || c->family == SQ_FAMILY_DEEPSEEK_V3 ||
+           c->family == SQ_FAMILY_LLAMA4;
   if (c->family == SQ_FAMILY_DEEPSEEK_V3 && (c->kv_lora_rank <= 0 || c->v_head_dim <= 0)) ok = 0;
   if (!ok)
     return sq_error_set(SQ_ERR_UNSUPPORTED,
                         "%s: model_type '%s'%s has no tensor list in shardq yet -- hint: llama, "
-                        "mistral, qwen2, mixtral, deepseek_v3 and llama4 are listed",
+                        "mistral, qwen2, mixtral, qwen2_moe, qwen3_moe, deepseek_v3 and llama4 "
+                        "are listed",
                         c->label, c->model_type, c->num_experts ? " (MoE)" : "");
   if ((double)c->num_hidden_layers * (3.0 * (double)c->num_experts + 24.0) > 4e6)
     return sq_error_set(SQ_ERR_FORMAT, "%s: %lld layers x %lld experts is not a plausible model",
@@ -710,7 +764,7 @@ sq_tensor_role sq_tensor_role_of(const char *name, int ndim) {
   if (strstr(name, "embed_tokens")) return SQ_ROLE_EMBED;
   if (strncmp(name, "lm_head", 7) == 0 || strstr(name, ".lm_head.")) return SQ_ROLE_LM_HEAD;
   if (strstr(name, ".router.") || strstr(name, ".gate.weight") ||
-      strstr(name, "e_score_correction_bias"))
+      strstr(name, ".shared_expert_gate.weight") || strstr(name, "e_score_correction_bias"))
     return SQ_ROLE_ROUTER;
   if (len >= 5 && strcmp(name + len - 5, ".bias") == 0) return SQ_ROLE_BIAS;
   return ndim >= 2 ? SQ_ROLE_LINEAR : SQ_ROLE_NORM;

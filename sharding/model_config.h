@@ -9,8 +9,9 @@
  *
  * Defaults follow transformers: num_key_value_heads = num_attention_heads,
  * head_dim = hidden_size / num_attention_heads, tie_word_embeddings = false,
- * rope_theta = 10000, rms_norm_eps = 1e-6. qwen2 always has q/k/v biases
- * (Qwen2Attention hard-codes bias=True), whatever "attention_bias" says.
+ * rope_theta = 10000, rms_norm_eps = 1e-6. qwen2 and qwen2_moe always have
+ * q/k/v biases (Qwen2Attention and Qwen2MoeAttention hard-code bias=True),
+ * whatever "attention_bias" says; qwen3_moe follows "attention_bias".
  *
  * Every error is one line naming the file and the key, e.g.
  *   config.json: key 'hidden_size' must be a positive integer (got "4096") */
@@ -28,12 +29,12 @@ struct json_t; /* jansson */
 
 typedef enum sq_model_family {
   SQ_FAMILY_OTHER = 0, /* parsed, no tensor list, no forward */
-  /* values below: tensor list for all but QWEN_MOE, forward for the first three */
+  /* values below: tensor list for all, forward for the first three */
   SQ_FAMILY_LLAMA,
   SQ_FAMILY_MISTRAL,
   SQ_FAMILY_QWEN2,
   SQ_FAMILY_MIXTRAL,
-  SQ_FAMILY_QWEN_MOE,
+  SQ_FAMILY_QWEN_MOE,    /* qwen2_moe and qwen3_moe (model_type tells them apart) */
   SQ_FAMILY_DEEPSEEK_V3, /* deepseek_v2 / deepseek_v3 (MLA + MoE) */
   SQ_FAMILY_LLAMA4
 } sq_model_family;
@@ -81,6 +82,9 @@ typedef struct sq_model_config {
   int64_t num_experts, num_experts_per_tok, n_shared_experts;
   int64_t moe_intermediate_size, first_k_dense_replace;
   int64_t interleave_moe_layer_step, intermediate_size_mlp; /* llama4 */
+  /* Qwen-MoE: every decoder_sparse_step-th layer is MoE (1 when absent), unless
+   * listed in "mlp_only_layers"; qwen2_moe's shared expert size (0: none). */
+  int64_t decoder_sparse_step, shared_expert_intermediate_size;
   /* MLA (DeepSeek); 0 when absent. q_lora_rank 0 also means "no q compression". */
   int64_t q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
   int64_t n_group, topk_group;
@@ -119,7 +123,8 @@ typedef enum sq_tensor_role {
                         expert stacks are 3-D [E, d_in, d_out] */
   SQ_ROLE_BIAS,      /* Linear biases [d_out] */
   SQ_ROLE_LM_HEAD,   /* lm_head.weight [vocab, hidden] */
-  SQ_ROLE_ROUTER     /* MoE router weights [E, hidden] (and DeepSeek's score bias); kept bf16 */
+  SQ_ROLE_ROUTER     /* MoE router weights [E, hidden] (and DeepSeek's score bias, Qwen2-MoE's
+                        shared_expert_gate [1, hidden]); kept bf16 */
 } sq_tensor_role;
 
 typedef struct sq_tensor_spec {
@@ -136,6 +141,12 @@ typedef struct sq_tensor_spec {
  *  - llama/mistral/qwen2: q/k/v/o (+ q/k/v bias for qwen2 and attention_bias,
  *    + o bias for llama's attention_bias), gate/up/down (+ mlp_bias biases);
  *  - mixtral: block_sparse_moe.gate + experts.{e}.w1/w2/w3;
+ *  - qwen2_moe / qwen3_moe: q/k/v/o (+ q/k/v bias for qwen2_moe, as for qwen2;
+ *    + self_attn.q_norm/k_norm (head_dim) for qwen3_moe); MoE layers (see
+ *    decoder_sparse_step) have mlp.gate (E, h) + mlp.experts.{e}.{gate,up,down}_proj
+ *    of moe_intermediate_size, and for qwen2_moe mlp.shared_expert.* of
+ *    shared_expert_intermediate_size + mlp.shared_expert_gate (1, h), a router;
+ *    the other layers a dense mlp of intermediate_size;
  *  - deepseek_v3 (and v2): MLA (q_a/q_a_layernorm/q_b or q, kv_a_proj_with_mqa,
  *    kv_a_layernorm, kv_b, o); dense mlp for the first first_k_dense_replace
  *    layers, then mlp.gate (+ e_score_correction_bias for noaux_tc),
@@ -153,7 +164,9 @@ size_t sq_model_config_tensor_count(const sq_model_config *c);
 /* Parameter count from the tensor list (0 if unsupported). */
 uint64_t sq_model_config_param_count(const sq_model_config *c);
 
-/* Classify a checkpoint tensor by its Hugging Face name and rank. */
+/* Classify a checkpoint tensor by its Hugging Face name and rank (routers:
+ * mlp.gate, block_sparse_moe.gate, feed_forward.router, shared_expert_gate,
+ * e_score_correction_bias). */
 sq_tensor_role sq_tensor_role_of(const char *name, int ndim);
 
 #endif

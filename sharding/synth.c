@@ -1,5 +1,7 @@
-/* Synthetic checkpoints and token files; the value recipe and the file layout
- * are documented in synth.h. */
+/* Synthetic checkpoints and token files: the value streams, the dense
+ * architectures' config.json (llama, mistral, qwen2), tensor generation and the
+ * sharded writer. The MoE / MLA / fp8-block parts live in synth_moe.c; the value
+ * recipe and the file layout are documented in synth.h. */
 #include "sharding/synth.h"
 
 #include <dirent.h>
@@ -13,7 +15,9 @@
 #include "common/fsio.h"
 #include "common/log.h"
 #include "sharding/checkpoint.h"
+#include "sharding/fp8_block.h"
 #include "sharding/safetensors.h"
+#include "sharding/synth_internal.h"
 
 /* ---- deterministic streams ---- */
 
@@ -29,12 +33,6 @@ static uint64_t sq_fnv1a64(const char *s) {
   for (; *s; ++s) h = (h ^ (uint8_t)*s) * 1099511628211ull;
   return h;
 }
-
-typedef struct {
-  uint64_t state;
-  float spare; /* second Box-Muller value */
-  int has_spare;
-} sq_rng;
 
 static void sq_rng_init(sq_rng *r, uint64_t seed, const char *name) {
   uint64_t s = seed ^ sq_fnv1a64(name);
@@ -79,9 +77,11 @@ void sq_synth_options_default(sq_synth_options *o) {
 }
 
 sq_status sq_synth_check(const sq_synth_options *o) {
-  if (!o->arch ||
-      (strcmp(o->arch, "llama") && strcmp(o->arch, "mistral") && strcmp(o->arch, "qwen2")))
-    return sq_error_set(SQ_ERR_ARG, "synth: --arch '%s' is not one of llama, mistral, qwen2",
+  if (!o->arch || (strcmp(o->arch, "llama") && strcmp(o->arch, "mistral") &&
+                   strcmp(o->arch, "qwen2") && !sq_synth_arch_is_moe(o->arch)))
+    return sq_error_set(SQ_ERR_ARG,
+                        "synth: --arch '%s' is not one of llama, mistral, qwen2, mixtral, "
+                        "qwen2_moe, qwen3_moe, deepseek_v3, llama4",
                         o->arch ? o->arch : "(null)");
   const struct {
     const char *flag;
@@ -118,12 +118,14 @@ sq_status sq_synth_check(const sq_synth_options *o) {
     return sq_error_set(SQ_ERR_ARG,
                         "synth: sizes beyond any real model (layers <= 10000, "
                         "hidden <= 2^20, intermediate <= 2^22, vocab <= 2^24)");
-  return SQ_OK;
-}
-
-/* Token id of the real model when it fits in the vocabulary, else fallback. */
-static int64_t sq_synth_token(int64_t real, int64_t vocab, int64_t fallback) {
-  return real < vocab ? real : fallback;
+  if (o->fp8_blocks && !sq_synth_arch_is_moe(o->arch))
+    return sq_error_set(SQ_ERR_ARG,
+                        "synth: --fp8-blocks is DeepSeek-V3's format -- hint: use --arch "
+                        "deepseek_v3");
+  if (!sq_synth_arch_is_moe(o->arch)) return SQ_OK;
+  sq_synth_options r;
+  sq_synth_resolve(o, &r);
+  return sq_synth_moe_check(&r);
 }
 
 /* The Hugging Face keys each architecture's published config.json has
@@ -185,7 +187,10 @@ static json_t *sq_synth_config_json(const sq_synth_options *o) {
 sq_status sq_synth_config(const sq_synth_options *o, sq_model_config *out) {
   memset(out, 0, sizeof *out);
   SQ_CHECK(sq_synth_check(o));
-  json_t *c = sq_synth_config_json(o);
+  sq_synth_options r;
+  sq_synth_resolve(o, &r);
+  json_t *c =
+      sq_synth_arch_is_moe(o->arch) ? sq_synth_moe_config_json(&r) : sq_synth_config_json(o);
   char *text = c ? json_dumps(c, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
   json_decref(c);
   if (!text) return sq_error_set(SQ_ERR_NOMEM, "synth: out of memory building config.json");
@@ -228,13 +233,15 @@ done:
 /* ---- weights ---- */
 
 static uint64_t sq_spec_nelem(const sq_tensor_spec *s) {
-  return (uint64_t)s->shape[0] * (uint64_t)(s->ndim == 2 ? s->shape[1] : 1);
+  uint64_t n = 1;
+  for (int d = 0; d < s->ndim; ++d) n *= (uint64_t)s->shape[d];
+  return n;
 }
 
 /* Fill rows [r0, r0+nr) of tensor s (row length cols) into f. The stream r is
  * consumed in row order, so chunking does not change the values. */
-static void sq_synth_rows(const sq_tensor_spec *s, sq_rng *r, const uint8_t *outlier,
-                          const float *dirs, int64_t cols, int64_t nr, float *f) {
+void sq_synth_rows(const sq_tensor_spec *s, sq_rng *r, const uint8_t *outlier, const float *dirs,
+                   int64_t cols, int64_t nr, float *f) {
   float inv = 1.0f / sqrtf((float)cols);
   for (int64_t i = 0; i < nr; ++i) {
     float *row = f + i * cols;
@@ -267,28 +274,28 @@ static void sq_synth_rows(const sq_tensor_spec *s, sq_rng *r, const uint8_t *out
   }
 }
 
-typedef struct {
-  char *buf;    /* the largest tensor, in the output dtype */
-  float *chunk; /* fp32 rows before conversion */
-  size_t chunk_elems;
-  uint8_t *outlier; /* per input column */
-  float *dirs;      /* 4 x hidden shared embedding directions */
-} sq_synth_work;
+/* 1% of the input columns (at least one), drawn from the stream before the weights. */
+void sq_synth_outliers(sq_rng *r, int64_t cols, uint8_t *outlier) {
+  memset(outlier, 0, (size_t)cols);
+  int64_t k = cols / 100 > 0 ? cols / 100 : 1;
+  for (int64_t i = 0; i < k; ++i) outlier[sq_splitmix64(&r->state) % (uint64_t)cols] = 1;
+}
 
-/* Generate tensor s into w->buf in dtype dt. */
+/* Generate tensor s into w->buf in dtype dt (fp8: codes in w->buf, block scales
+ * in w->scales). */
 static sq_status sq_synth_tensor(const sq_tensor_spec *s, sq_dtype dt, uint64_t seed,
                                  sq_synth_work *w) {
   sq_rng r;
   sq_rng_init(&r, seed, s->name);
+  size_t es = sq_dtype_size(dt);
+  if (s->ndim == 3) return sq_synth_moe_gen_fused(s, dt, &r, w); /* llama4 */
   int64_t rows = s->ndim == 2 ? s->shape[0] : 1;
   int64_t cols = s->ndim == 2 ? s->shape[1] : s->shape[0];
-  if (s->role == SQ_ROLE_LINEAR) {
-    /* 1% of input columns (at least one), drawn from the stream before the weights. */
-    memset(w->outlier, 0, (size_t)cols);
-    int64_t k = cols / 100 > 0 ? cols / 100 : 1;
-    for (int64_t i = 0; i < k; ++i) w->outlier[sq_splitmix64(&r.state) % (uint64_t)cols] = 1;
+  if (s->role == SQ_ROLE_LINEAR) sq_synth_outliers(&r, cols, w->outlier);
+  if (dt == SQ_DTYPE_F8_E4M3) { /* deepseek_v3 --fp8-blocks */
+    sq_synth_moe_gen_fp8(s, &r, rows, cols, w);
+    return SQ_OK;
   }
-  size_t es = sq_dtype_size(dt);
   int64_t per = (int64_t)(w->chunk_elems / (size_t)cols);
   if (per < 1) per = 1;
   for (int64_t r0 = 0; r0 < rows; r0 += per) {
@@ -361,15 +368,18 @@ static sq_status sq_synth_remove_stale(const char *dir, int shards) {
   return st;
 }
 
-sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
+sq_status sq_synth_write(const char *dir, const sq_synth_options *o_in) {
   sq_model_config cfg;
   sq_tensor_spec *specs = NULL;
   size_t n = 0;
-  SQ_CHECK(sq_synth_config(o, &cfg));
+  SQ_CHECK(sq_synth_config(o_in, &cfg));
+  sq_synth_options ro;
+  sq_synth_resolve(o_in, &ro);
+  const sq_synth_options *o = &ro;
   sq_status st = SQ_OK;
   uint64_t *bytes = NULL;
   int *shard_of = NULL;
-  char **files = NULL;
+  char **files = NULL, **scale_names = NULL;
   const char **names = NULL, **name_files = NULL;
   sq_st_writer **writers = NULL;
   sq_synth_work w = {0};
@@ -384,29 +394,49 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
     goto done;
   }
 
-  /* Sizes first, then every allocation once. */
-  size_t es = sq_dtype_size(o->dtype), largest = 0, max_cols = 1;
+  /* Sizes first, then every allocation once. An fp8 weight's bytes include its
+   * scale tensor, which goes to the same shard right after it. */
+  size_t largest = 0, max_cols = 1, max_scales = 1, n_names = n;
   uint64_t total = 0;
+  w.chunk_elems = 1u << 16;
   bytes = calloc(n, sizeof *bytes);
   shard_of = calloc(n, sizeof *shard_of);
+  scale_names = calloc(n, sizeof *scale_names);
   files = calloc((size_t)o->shards, sizeof *files);
   writers = calloc((size_t)o->shards, sizeof *writers);
-  names = calloc(n, sizeof *names);
-  name_files = calloc(n, sizeof *name_files);
-  if (!bytes || !shard_of || !files || !writers || !names || !name_files) goto nomem;
+  names = calloc(2 * n, sizeof *names);
+  name_files = calloc(2 * n, sizeof *name_files);
+  if (!bytes || !shard_of || !scale_names || !files || !writers || !names || !name_files)
+    goto nomem;
   for (size_t i = 0; i < n; ++i) {
-    bytes[i] = sq_spec_nelem(&specs[i]) * es;
-    total += bytes[i];
+    const sq_tensor_spec *sp = &specs[i];
+    bytes[i] = sq_spec_nelem(sp) * sq_dtype_size(sq_synth_dtype(sp, o));
     if (bytes[i] > largest) largest = (size_t)bytes[i];
-    size_t cols = (size_t)(specs[i].ndim == 2 ? specs[i].shape[1] : specs[i].shape[0]);
+    size_t cols = (size_t)(sp->ndim >= 2 ? sp->shape[1] : sp->shape[0]);
     if (cols > max_cols) max_cols = cols;
+    if (sp->ndim == 3 && (size_t)(sp->shape[1] * sp->shape[2]) > w.chunk_elems)
+      w.chunk_elems = (size_t)(sp->shape[1] * sp->shape[2]);
+    if (sq_synth_is_fp8(sp, o)) {
+      size_t ns = (size_t)(sq_fp8_block_count(sp->shape[0], SQ_FP8_BLOCK_DEFAULT) *
+                           sq_fp8_block_count(sp->shape[1], SQ_FP8_BLOCK_DEFAULT));
+      bytes[i] += ns * sizeof(float);
+      if (ns > max_scales) max_scales = ns;
+      if (sq_spec_nelem(sp) > w.chunk_elems) w.chunk_elems = (size_t)sq_spec_nelem(sp);
+      char sname[sizeof sp->name + 16];
+      SQ_CHECK_GOTO(sq_fp8_block_scale_name(sp->name, sname, sizeof sname), st, done);
+      if (!(scale_names[i] = strdup(sname))) goto nomem;
+      n_names++;
+    }
+    total += bytes[i];
   }
-  w.chunk_elems = max_cols > (1u << 16) ? max_cols : (1u << 16);
+  if (max_cols > w.chunk_elems) w.chunk_elems = max_cols;
   w.buf = malloc(largest);
   w.chunk = malloc(w.chunk_elems * sizeof *w.chunk);
+  w.tr = malloc(w.chunk_elems * sizeof *w.tr);
   w.outlier = malloc(max_cols);
   w.dirs = malloc(4 * (size_t)cfg.hidden_size * sizeof *w.dirs);
-  if (!w.buf || !w.chunk || !w.outlier || !w.dirs) goto nomem;
+  w.scales = malloc(max_scales * sizeof *w.scales);
+  if (!w.buf || !w.chunk || !w.tr || !w.outlier || !w.dirs || !w.scales) goto nomem;
   sq_rng dr;
   sq_rng_init(&dr, o->seed, "embed_directions");
   for (size_t i = 0; i < 4 * (size_t)cfg.hidden_size; ++i) w.dirs[i] = sq_rng_normal(&dr);
@@ -421,28 +451,40 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
     SQ_CHECK_GOTO(sq_st_writer_create(path, &writers[k]), st, done);
     SQ_CHECK_GOTO(sq_st_writer_set_metadata(writers[k], "format", "pt"), st, done);
   }
+  size_t nn = 0;
   for (size_t i = 0; i < n; ++i) {
-    SQ_CHECK_GOTO(sq_st_writer_declare(writers[shard_of[i]], specs[i].name, o->dtype, specs[i].ndim,
-                                       specs[i].shape),
+    sq_st_writer *wr = writers[shard_of[i]];
+    SQ_CHECK_GOTO(sq_st_writer_declare(wr, specs[i].name, sq_synth_dtype(&specs[i], o),
+                                       specs[i].ndim, specs[i].shape),
                   st, done);
-    names[i] = specs[i].name;
-    name_files[i] = files[shard_of[i]];
+    names[nn] = specs[i].name;
+    name_files[nn++] = files[shard_of[i]];
+    if (scale_names[i]) {
+      int64_t ss[2] = {sq_fp8_block_count(specs[i].shape[0], SQ_FP8_BLOCK_DEFAULT),
+                       sq_fp8_block_count(specs[i].shape[1], SQ_FP8_BLOCK_DEFAULT)};
+      SQ_CHECK_GOTO(sq_st_writer_declare(wr, scale_names[i], SQ_DTYPE_F32, 2, ss), st, done);
+      names[nn] = scale_names[i];
+      name_files[nn++] = files[shard_of[i]];
+    }
   }
   uint64_t done_bytes = 0;
   char b1[32], b2[32];
   for (size_t i = 0; i < n; ++i) {
-    SQ_CHECK_GOTO(sq_synth_tensor(&specs[i], o->dtype, o->seed, &w), st, done);
-    SQ_CHECK_GOTO(sq_st_writer_write(writers[shard_of[i]], specs[i].name, w.buf), st, done);
+    sq_st_writer *wr = writers[shard_of[i]];
+    SQ_CHECK_GOTO(sq_synth_tensor(&specs[i], sq_synth_dtype(&specs[i], o), o->seed, &w), st, done);
+    SQ_CHECK_GOTO(sq_st_writer_write(wr, specs[i].name, w.buf), st, done);
+    if (scale_names[i]) SQ_CHECK_GOTO(sq_st_writer_write(wr, scale_names[i], w.scales), st, done);
     done_bytes += bytes[i];
     if (i + 1 == n || shard_of[i + 1] != shard_of[i])
-      SQ_CHECK_GOTO(sq_st_writer_commit(writers[shard_of[i]]), st, done);
+      SQ_CHECK_GOTO(sq_st_writer_commit(wr), st, done);
     int last_of_layer = i + 1 == n || specs[i + 1].layer != specs[i].layer;
     if (o->progress && last_of_layer && specs[i].layer >= 0)
       fprintf(stderr, "synth: layer %d/%lld written (%s of %s, %.1f s)\n", specs[i].layer + 1,
               (long long)cfg.num_hidden_layers, sq_format_bytes(done_bytes, b1, sizeof b1),
               sq_format_bytes(total, b2, sizeof b2), sq_time_now() - t0);
   }
-  if (o->shards > 1) SQ_CHECK_GOTO(sq_ckpt_write_index(dir, n, names, name_files, total), st, done);
+  if (o->shards > 1)
+    SQ_CHECK_GOTO(sq_ckpt_write_index(dir, n_names, names, name_files, total), st, done);
   SQ_CHECK_GOTO(sq_synth_remove_stale(dir, o->shards), st, done);
 
   int64_t bos = cfg.bos_token_id;
@@ -461,9 +503,9 @@ sq_status sq_synth_write(const char *dir, const sq_synth_options *o) {
         st, done);
   }
   if (o->progress)
-    fprintf(stderr, "synth: %s: %s, %lld layers, %zu tensors, %s in %d shard(s), %.1f s\n", dir,
-            o->arch, (long long)cfg.num_hidden_layers, n, sq_format_bytes(total, b1, sizeof b1),
-            o->shards, sq_time_now() - t0);
+    fprintf(stderr, "synth: %s: %s%s, %lld layers, %zu tensors, %s in %d shard(s), %.1f s\n", dir,
+            o->arch, o->fp8_blocks ? " (fp8 block-scaled)" : "", (long long)cfg.num_hidden_layers,
+            n_names, sq_format_bytes(total, b1, sizeof b1), o->shards, sq_time_now() - t0);
   goto done;
 nomem:
   st = sq_error_set(SQ_ERR_NOMEM, "synth: out of memory writing %s", dir);
@@ -472,6 +514,9 @@ done:
     for (int k = 0; k < o->shards; ++k) sq_st_writer_free(writers[k]);
   if (files)
     for (int k = 0; k < o->shards; ++k) free(files[k]);
+  if (scale_names)
+    for (size_t i = 0; i < n; ++i) free(scale_names[i]);
+  free(scale_names);
   free(writers);
   free(files);
   free(names);
@@ -481,8 +526,10 @@ done:
   free(path);
   free(w.buf);
   free(w.chunk);
+  free(w.tr);
   free(w.outlier);
   free(w.dirs);
+  free(w.scales);
   free(specs);
   sq_model_config_free(&cfg);
   return st;

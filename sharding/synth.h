@@ -1,6 +1,7 @@
-/* Synthetic checkpoints of real architectures (llama, mistral, qwen2), for
- * tests and benchmarks where no real model is at hand, and the calibration /
- * evaluation token files that go with them.
+/* Synthetic checkpoints of real architectures (dense llama, mistral, qwen2; MoE
+ * mixtral, qwen2_moe, qwen3_moe, deepseek_v3, llama4), for tests and benchmarks
+ * where no real model is at hand, and the calibration / evaluation token files
+ * that go with them.
  *
  * A synthetic directory holds:
  *   config.json        the architecture's Hugging Face keys and values (as in
@@ -28,8 +29,39 @@
  * modulo vocab; the bias is below vocab/2^64), with the first token of every
  * sample = bos.
  *
+ * MoE architectures use the exact Hugging Face tensor names and config.json
+ * keys of the released models (Mixtral-8x7B, Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B,
+ * DeepSeek-V3, Llama-4-Scout/Maverick), with the requested sizes:
+ *  - mixtral: block_sparse_moe.gate (E, d) + experts.{e}.w1/w3 (I, d), w2 (d, I),
+ *    I = --intermediate;
+ *  - qwen2_moe: q/k/v biases, mlp.gate (E, d), mlp.experts.{e}.{gate,up,down}_proj
+ *    (--moe-intermediate), mlp.shared_expert.* (--shared-intermediate) and
+ *    mlp.shared_expert_gate (1, d); qwen3_moe: no biases, self_attn.q_norm/k_norm
+ *    (head_dim), no shared expert. MoE every --moe-step-th layer (decoder_sparse_step),
+ *    the others a dense mlp of --intermediate;
+ *  - deepseek_v3: MLA (q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa,
+ *    kv_a_layernorm, kv_b_proj, o_proj), dense mlp in the first --first-k-dense
+ *    layers, then mlp.gate (E, d) + mlp.gate.e_score_correction_bias (E, always
+ *    F32 as released), mlp.experts.{e}.*, mlp.shared_experts.* (n_shared x
+ *    moe_intermediate); YaRN rope_scaling, noaux_tc / sigmoid / group-limited
+ *    routing keys. num_nextn_predict_layers is 0 (no MTP layer is written).
+ *    With fp8_blocks every Linear weight of the decoder layers is F8_E4M3 with a
+ *    "<name>_scale_inv" F32 (ceil(out/128), ceil(in/128)) tensor next to it,
+ *    quantized per 128 x 128 block from the generated values (sharding/fp8_block.h),
+ *    and config.json has DeepSeek's quantization_config;
+ *  - llama4: config.json is Llama4ForConditionalGeneration with the text model
+ *    in text_config (no vision tower is written); tensors under "language_model.";
+ *    every --moe-step-th layer is MoE: feed_forward.router (E, d), fused
+ *    feed_forward.experts.gate_up_proj (E, d, 2 I) and down_proj (E, I, d) with
+ *    I = --moe-intermediate, feed_forward.shared_expert.* (I); the other layers a
+ *    dense feed_forward.{gate,up,down}_proj of intermediate_size_mlp = --intermediate.
+ *    Fused stacks are generated per expert as (d_out, d_in) Linear weights with
+ *    outlier input columns, then stored transposed.
+ * Router weights (and Qwen's shared_expert_gate) are N(0, 1/d), no outliers.
+ *
  * Memory: tensors are generated and written one at a time; the peak is one
- * buffer the size of the largest tensor in the output dtype. */
+ * buffer the size of the largest tensor in the output dtype (plus the whole
+ * tensor in fp32 with fp8_blocks). */
 #ifndef SQ_SHARDING_SYNTH_H
 #define SQ_SHARDING_SYNTH_H
 
@@ -41,7 +73,7 @@
 #include "sharding/model_config.h"
 
 typedef struct sq_synth_options {
-  const char *arch; /* "llama", "mistral" or "qwen2" */
+  const char *arch; /* llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe, deepseek_v3, llama4 */
   int64_t layers, hidden, heads, kv_heads, intermediate, vocab;
   int64_t head_dim; /* 0: hidden / heads */
   bool tie_word_embeddings;
@@ -51,7 +83,27 @@ typedef struct sq_synth_options {
   int64_t calib_samples, calib_seq_len; /* calib_samples 0: no calib.safetensors */
   int64_t eval_samples;                 /* 0: no eval.safetensors */
   bool progress;                        /* progress lines on stderr */
+  /* MoE and MLA sizes; 0 means the default of sq_synth_resolve. */
+  int64_t experts, experts_per_tok;
+  int64_t moe_intermediate;    /* routed experts (not mixtral: --intermediate) */
+  int64_t shared_intermediate; /* qwen2_moe shared_expert_intermediate_size */
+  int64_t n_shared_experts;    /* deepseek_v3 */
+  int64_t first_k_dense;       /* deepseek_v3 first_k_dense_replace */
+  int64_t moe_step;            /* llama4 interleave_moe_layer_step, qwen decoder_sparse_step */
+  int64_t n_group, topk_group; /* deepseek_v3 */
+  int64_t q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim, v_head_dim; /* deepseek_v3 */
+  bool fp8_blocks; /* deepseek_v3: F8_E4M3 weights + 128x128 weight_scale_inv */
 } sq_synth_options;
+
+/* Defaults of the MoE/MLA fields left 0 (o copied to *out): experts 8,
+ * experts_per_tok 2 (llama4 1), moe_intermediate intermediate/2,
+ * shared_intermediate intermediate, n_shared_experts 1, first_k_dense 1,
+ * moe_step 2 for llama4 else 1, n_group 4 when experts/4 >= 2 else 1, topk_group
+ * max(1, n_group/2), q_lora_rank hidden/2, kv_lora_rank hidden/4, qk_nope_dim and
+ * v_head_dim head_dim, qk_rope_dim head_dim/2 rounded down to even (>= 2). */
+void sq_synth_resolve(const sq_synth_options *o, sq_synth_options *out);
+/* True for the MoE architectures. */
+bool sq_synth_arch_is_moe(const char *arch);
 
 /* The defaults: llama, 4 layers, hidden 256, 8 heads, 4 kv heads,
  * intermediate 688, vocab 1024, bf16, 2 shards, seed 0, 128 x 128 calibration

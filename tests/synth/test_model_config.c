@@ -1,6 +1,7 @@
 /* config.json parsing against the real published configs in
  * tests/assets/configs (Llama-3.1-8B/405B, Mistral-7B-v0.3, Qwen2.5-7B,
- * DeepSeek-V3, Llama-4-Maverick), one-line errors for bad keys, writing back
+ * DeepSeek-V3, Llama-4-Maverick) and inline Qwen-MoE ones (Qwen1.5-MoE-A2.7B,
+ * Qwen3-30B-A3B), one-line errors for bad keys, writing back
  * with unknown keys kept, and the dense tensor list, whose parameter count is
  * checked against the published counts and a formula written independently. */
 #include <jansson.h>
@@ -271,19 +272,189 @@ static void test_moe_fixtures(void) {
   } else {
     SQ_EXPECT_MSG(0, "mixtral: %s", sq_error_message());
   }
-  /* Qwen-MoE has no list: a one-line unsupported error. */
-  const char *qmoe =
-      "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": "
-      "64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 10, "
-      "\"num_experts\": 4}";
-  if (sq_model_config_parse("qmoe.json", qmoe, strlen(qmoe), &c) == SQ_OK) {
+  /* A family without a list: a one-line unsupported error naming it. */
+  const char *other =
+      "{\"model_type\": \"gpt_neox\", \"hidden_size\": 64, \"intermediate_size\": "
+      "64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 10}";
+  if (sq_model_config_parse("other.json", other, strlen(other), &c) == SQ_OK) {
     sq_tensor_spec *s = NULL;
     size_t n = 0;
     SQ_EXPECT(sq_model_config_tensors(&c, &s, &n) == SQ_ERR_UNSUPPORTED && !s && !n);
-    SQ_EXPECT(strstr(sq_error_message(), "qwen2_moe") != NULL);
+    SQ_EXPECT(strstr(sq_error_message(), "gpt_neox") != NULL);
+    SQ_EXPECT(strchr(sq_error_message(), '\n') == NULL);
     sq_error_clear();
     sq_model_config_free(&c);
   }
+}
+
+/* Qwen-MoE, written as a sum over a layer's modules (Qwen2MoeDecoderLayer /
+ * Qwen3MoeDecoderLayer), independent of the tensor list: attention (q/k/v/o,
+ * + q/k/v bias for qwen2_moe, + per-head q_norm/k_norm for qwen3_moe), two
+ * norms, and either a dense MLP or router + experts (+ shared expert and its
+ * 1-output gate for qwen2_moe). sparse[l] says which layers are MoE. */
+static uint64_t qwen_moe_formula(int qwen3, uint64_t L, const int *sparse, uint64_t h,
+                                 uint64_t heads, uint64_t kv, uint64_t hd, uint64_t inter,
+                                 uint64_t moe_inter, uint64_t shared_inter, uint64_t E,
+                                 uint64_t vocab) {
+  const uint64_t q = heads * hd, k = kv * hd;
+  uint64_t total = vocab * h /* embed */ + h /* final norm */ + vocab * h /* lm_head */;
+  for (uint64_t l = 0; l < L; ++l) {
+    total += h * q + h * k + h * k + q * h; /* q, k, v, o */
+    total += qwen3 ? 2 * hd : q + 2 * k;    /* q_norm + k_norm, or q/k/v biases */
+    total += h + h;                         /* input / post-attention layernorm */
+    if (!sparse[l]) {
+      total += 3 * h * inter;
+      continue;
+    }
+    total += E * h;                 /* router */
+    total += E * 3 * h * moe_inter; /* routed experts */
+    if (!qwen3) total += 3 * h * shared_inter + h;
+  }
+  return total;
+}
+
+/* Checks shared by the Qwen-MoE configs: roles agree with the classifier, names
+ * are unique, the count is what the formula's structure implies. */
+static void check_qwen_list(const sq_model_config *c, size_t want_n) {
+  sq_tensor_spec *s = NULL;
+  size_t n = 0;
+  SQ_EXPECT_MSG(sq_model_config_tensors(c, &s, &n) == SQ_OK, "%s", sq_error_message());
+  SQ_EXPECT_EQ_INT(n, want_n);
+  SQ_EXPECT_EQ_INT(sq_model_config_tensor_count(c), want_n);
+  for (size_t i = 0; i < n; ++i) {
+    SQ_EXPECT_MSG(sq_tensor_role_of(s[i].name, s[i].ndim) == s[i].role, "%s", s[i].name);
+    for (size_t j = i + 1; j < n && j < i + 800; ++j) /* duplicates would sit close */
+      if (strcmp(s[i].name, s[j].name) == 0) SQ_EXPECT_MSG(0, "duplicate %s", s[i].name);
+  }
+  free(s);
+}
+
+/* Find tensor name in c's list: 1 and *out filled, or 0. */
+static int find_spec(const sq_model_config *c, const char *name, sq_tensor_spec *out) {
+  sq_tensor_spec *s = NULL;
+  size_t n = 0;
+  int found = 0;
+  if (sq_model_config_tensors(c, &s, &n) != SQ_OK) {
+    sq_error_clear();
+    return 0;
+  }
+  for (size_t i = 0; i < n && !found; ++i)
+    if (strcmp(s[i].name, name) == 0) {
+      *out = s[i];
+      found = 1;
+    }
+  free(s);
+  return found;
+}
+
+static void test_qwen_moe(void) {
+  sq_model_config c;
+  sq_tensor_spec t;
+  int sparse[48];
+  for (int l = 0; l < 48; ++l) sparse[l] = 1;
+  /* Qwen1.5-MoE-A2.7B's config.json (published 14.3B parameters). No
+   * attention_bias key: Qwen2MoeAttention has q/k/v biases regardless. */
+  const char *q2 =
+      "{\"architectures\": [\"Qwen2MoeForCausalLM\"], \"attention_dropout\": 0.0, "
+      "\"bos_token_id\": 151643, \"eos_token_id\": 151643, \"hidden_act\": \"silu\", "
+      "\"hidden_size\": 2048, \"initializer_range\": 0.02, \"intermediate_size\": 5632, "
+      "\"max_position_embeddings\": 8192, \"max_window_layers\": 21, \"model_type\": "
+      "\"qwen2_moe\", \"num_attention_heads\": 16, \"num_hidden_layers\": 24, "
+      "\"num_key_value_heads\": 16, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, "
+      "\"sliding_window\": 32768, \"tie_word_embeddings\": false, \"torch_dtype\": "
+      "\"bfloat16\", \"transformers_version\": \"4.39.0.dev0\", \"use_cache\": true, "
+      "\"use_sliding_window\": false, \"vocab_size\": 151936, \"decoder_sparse_step\": 1, "
+      "\"moe_intermediate_size\": 1408, \"shared_expert_intermediate_size\": 5632, "
+      "\"num_experts_per_tok\": 4, \"num_experts\": 60, \"norm_topk_prob\": false, "
+      "\"output_router_logits\": false, \"router_aux_loss_coef\": 0.001}";
+  if (sq_model_config_parse("Qwen1.5-MoE-A2.7B", q2, strlen(q2), &c) == SQ_OK) {
+    SQ_EXPECT(c.family == SQ_FAMILY_QWEN_MOE && c.attention_bias && !c.o_proj_bias);
+    SQ_EXPECT_EQ_INT(c.decoder_sparse_step, 1);
+    SQ_EXPECT_EQ_INT(c.shared_expert_intermediate_size, 5632);
+    uint64_t want =
+        qwen_moe_formula(0, 24, sparse, 2048, 16, 16, 128, 5632, 1408, 5632, 60, 151936);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+    SQ_EXPECT_EQ_INT((want + 50000000) / 100000000, 143); /* "14.3B" */
+    /* per layer: 2 norms, q/k/v/o + 3 biases, router, 60 x 3 experts, 3 shared + gate */
+    check_qwen_list(&c, 2 + 24 * (2 + 7 + 1 + 60 * 3 + 3 + 1) + 1);
+    SQ_EXPECT(find_spec(&c, "model.layers.0.self_attn.v_proj.bias", &t) && t.ndim == 1 &&
+              t.shape[0] == 2048 && t.role == SQ_ROLE_BIAS);
+    SQ_EXPECT(!find_spec(&c, "model.layers.0.self_attn.o_proj.bias", &t));
+    SQ_EXPECT(find_spec(&c, "model.layers.23.mlp.experts.59.down_proj.weight", &t) &&
+              t.shape[0] == 2048 && t.shape[1] == 1408 && t.role == SQ_ROLE_LINEAR);
+    SQ_EXPECT(find_spec(&c, "model.layers.5.mlp.shared_expert.up_proj.weight", &t) &&
+              t.shape[0] == 5632 && t.shape[1] == 2048);
+    SQ_EXPECT(find_spec(&c, "model.layers.5.mlp.shared_expert_gate.weight", &t) && t.ndim == 2 &&
+              t.shape[0] == 1 && t.shape[1] == 2048 && t.role == SQ_ROLE_ROUTER);
+    SQ_EXPECT(find_spec(&c, "model.layers.5.mlp.gate.weight", &t) && t.shape[0] == 60 &&
+              t.role == SQ_ROLE_ROUTER);
+    /* The implied bias is not written back as a key the file never had. */
+    char *text = NULL;
+    SQ_EXPECT(sq_model_config_to_json(&c, &text) == SQ_OK);
+    SQ_EXPECT(text && !strstr(text, "attention_bias"));
+    free(text);
+    sq_model_config_free(&c);
+  }
+  /* Qwen3-30B-A3B's config.json (published 30.5B parameters): no biases, q/k norms,
+   * no shared expert. */
+  const char *q3 =
+      "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"attention_bias\": false, "
+      "\"attention_dropout\": 0.0, \"bos_token_id\": 151643, \"decoder_sparse_step\": 1, "
+      "\"eos_token_id\": 151645, \"head_dim\": 128, \"hidden_act\": \"silu\", "
+      "\"hidden_size\": 2048, \"initializer_range\": 0.02, \"intermediate_size\": 6144, "
+      "\"max_position_embeddings\": 40960, \"max_window_layers\": 48, \"mlp_only_layers\": "
+      "[], \"model_type\": \"qwen3_moe\", \"moe_intermediate_size\": 768, "
+      "\"norm_topk_prob\": true, \"num_attention_heads\": 32, \"num_experts\": 128, "
+      "\"num_experts_per_tok\": 8, \"num_hidden_layers\": 48, \"num_key_value_heads\": 4, "
+      "\"output_router_logits\": false, \"rms_norm_eps\": 1e-06, \"rope_scaling\": null, "
+      "\"rope_theta\": 1000000.0, \"router_aux_loss_coef\": 0.001, \"sliding_window\": "
+      "null, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", "
+      "\"transformers_version\": \"4.51.0\", \"use_cache\": true, \"use_sliding_window\": "
+      "false, \"vocab_size\": 151936}";
+  if (sq_model_config_parse("Qwen3-30B-A3B", q3, strlen(q3), &c) == SQ_OK) {
+    SQ_EXPECT(c.family == SQ_FAMILY_QWEN_MOE && !c.attention_bias);
+    uint64_t want = qwen_moe_formula(1, 48, sparse, 2048, 32, 4, 128, 6144, 768, 0, 128, 151936);
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+    SQ_EXPECT_EQ_INT((want + 50000000) / 100000000, 305); /* "30.5B" */
+    /* per layer: 2 norms, q/k/v/o, q/k norms, router, 128 x 3 experts */
+    check_qwen_list(&c, 2 + 48 * (2 + 4 + 2 + 1 + 128 * 3) + 1);
+    SQ_EXPECT(find_spec(&c, "model.layers.47.self_attn.k_norm.weight", &t) && t.ndim == 1 &&
+              t.shape[0] == 128 && t.role == SQ_ROLE_NORM);
+    SQ_EXPECT(find_spec(&c, "model.layers.0.self_attn.q_proj.weight", &t) && t.shape[0] == 4096 &&
+              t.shape[1] == 2048);
+    SQ_EXPECT(!find_spec(&c, "model.layers.0.self_attn.q_proj.bias", &t));
+    SQ_EXPECT(!find_spec(&c, "model.layers.0.mlp.shared_expert_gate.weight", &t));
+    sq_model_config_free(&c);
+  }
+  /* decoder_sparse_step 2 with mlp_only_layers [3]: MoE iff (l + 1) % 2 == 0 and
+   * l != 3, so layers 1 and 5 (as transformers' Qwen2MoeDecoderLayer). */
+  const char *step =
+      "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+      "\"num_hidden_layers\": 6, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+      "\"vocab_size\": 100, \"num_experts\": 4, \"moe_intermediate_size\": 32, "
+      "\"shared_expert_intermediate_size\": 48, \"decoder_sparse_step\": 2, "
+      "\"mlp_only_layers\": [3], \"tie_word_embeddings\": true}";
+  if (sq_model_config_parse("step.json", step, strlen(step), &c) == SQ_OK) {
+    const int sp[6] = {0, 1, 0, 0, 0, 1};
+    uint64_t want = qwen_moe_formula(0, 6, sp, 64, 4, 2, 16, 96, 32, 48, 4, 100) - 100 * 64;
+    SQ_EXPECT_EQ_INT(sq_model_config_param_count(&c), want);
+    SQ_EXPECT(find_spec(&c, "model.layers.3.mlp.down_proj.weight", &t) && t.shape[1] == 96);
+    SQ_EXPECT(!find_spec(&c, "model.layers.3.mlp.gate.weight", &t));
+    SQ_EXPECT(find_spec(&c, "model.layers.5.mlp.experts.3.gate_proj.weight", &t) &&
+              t.shape[0] == 32 && t.shape[1] == 64);
+    SQ_EXPECT(!find_spec(&c, "lm_head.weight", &t));
+    check_qwen_list(&c, 1 + 6 * (2 + 7) + 4 * 3 + 2 * (1 + 4 * 3 + 3 + 1) + 1);
+    sq_model_config_free(&c);
+  }
+  /* A bad decoder_sparse_step is one line naming the key. */
+  const char *bad =
+      "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+      "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+      "\"decoder_sparse_step\": 0}";
+  SQ_EXPECT(sq_model_config_parse("bad.json", bad, strlen(bad), &c) == SQ_ERR_FORMAT);
+  SQ_EXPECT(strstr(sq_error_message(), "decoder_sparse_step") != NULL);
+  sq_error_clear();
+  sq_model_config_free(&c);
 }
 
 /* Parse text and expect failure status st with a message containing want. */
@@ -438,6 +609,7 @@ int main(void) {
   test_llama_8b();
   test_dense_fixtures();
   test_moe_fixtures();
+  test_qwen_moe();
   test_errors();
   test_roundtrip();
   return sq_test_result("test_model_config");
