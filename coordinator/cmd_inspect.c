@@ -178,9 +178,14 @@ static void sq_insp_print_text(const char *dir, int from_ckpt, size_t nshards,
       (long long)c->num_hidden_layers, (long long)c->hidden_size, (long long)c->num_attention_heads,
       (long long)c->num_key_value_heads, (long long)c->head_dim, (long long)c->intermediate_size,
       (long long)c->vocab_size, c->tie_word_embeddings ? ", tied embeddings" : "");
-  if (c->num_experts)
+  if (c->num_experts) {
+    /* Qwen2-MoE has one shared expert sized by shared_expert_intermediate_size
+     * rather than an n_shared_experts count. */
+    long long shared = c->n_shared_experts ? (long long)c->n_shared_experts
+                                           : (c->shared_expert_intermediate_size > 0 ? 1 : 0);
     printf("  experts       %lld routed, %lld per token, %lld shared\n", (long long)c->num_experts,
-           (long long)c->num_experts_per_tok, (long long)c->n_shared_experts);
+           (long long)c->num_experts_per_tok, shared);
+  }
   printf("  dtype         %s\n", dtype ? sq_dtype_name(dtype) : "?");
   if (from_ckpt)
     printf("  on disk       %s (%llu bytes)\n", sq_format_bytes(on_disk, b, sizeof b),
