@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "recipes/recipe.h"
+#include "sharding/plan.h"
 
 void sq_qplan_args_default(sq_qplan_args *a) {
   memset(a, 0, sizeof *a);
@@ -461,4 +462,36 @@ int sq_qplan_needs_calibration(const sq_qplan *p) {
 const sq_lq_opts *sq_qplan_all_opts(const sq_qplan *p, int *n) {
   *n = p->n_opts;
   return p->opts_list;
+}
+
+sq_status sq_qplan_distribute(const sq_model *m, int ranks, int rank, int64_t samples,
+                              int64_t seq_len, int *owner, int64_t *s0, int64_t *s1) {
+  const sq_model_info *mi = &m->info;
+  memset(owner, 0, (size_t)(mi->n_layers * SQ_MOD_COUNT) * sizeof *owner);
+  *s0 = 0;
+  *s1 = samples;
+  if (ranks == 1) return SQ_OK;
+  sq_plan_opts po;
+  sq_plan_opts_default(&po);
+  po.samples = samples;
+  po.seq_len = seq_len;
+  sq_plan *p = NULL;
+  SQ_CHECK(sq_plan_build((const sq_model_config *)mi->config_, ranks, &po, &p));
+  sq_status st = SQ_OK;
+  for (int64_t l = 0; l < mi->n_layers && st == SQ_OK; l++)
+    for (int k = 0; k < SQ_MOD_COUNT && st == SQ_OK; k++) {
+      char name[160];
+      snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, sq_model_module_suffix(k));
+      long i = sq_plan_find(p, name);
+      if (i < 0)
+        st = sq_error_set(SQ_ERR_INTERNAL, "%s: module %s is not in the plan", mi->dir, name);
+      else
+        owner[l * SQ_MOD_COUNT + k] = p->modules[i].owner;
+    }
+  *s0 = p->rank[rank].sample_begin;
+  *s1 = p->rank[rank].sample_end;
+  if (st == SQ_OK && *s1 <= *s0)
+    st = sq_error_set(SQ_ERR_INTERNAL, "the plan gives rank %d no calibration samples", rank);
+  sq_plan_free(p);
+  return st;
 }

@@ -62,4 +62,12 @@ int sq_qplan_needs_calibration(const sq_qplan *p);
 /* Every processed module's solver options, for sq_lq_init (*n >= 1; points into p). */
 const sq_lq_opts *sq_qplan_all_opts(const sq_qplan *p, int *n);
 
+/* The distribution of the job over `ranks` ranks (sharding/plan.h): owner
+ * (n_layers, SQ_MOD_COUNT) gets every module's owner rank (modules sharing a
+ * Hessian share an owner), [*s0, *s1) this rank's calibration samples of
+ * `samples` x `seq_len`. One rank: rank 0 owns everything, all samples (no
+ * plan is built). */
+sq_status sq_qplan_distribute(const sq_model *m, int ranks, int rank, int64_t samples,
+                              int64_t seq_len, int *owner, int64_t *s0, int64_t *s1);
+
 #endif

@@ -162,14 +162,21 @@ sq_status sq_comm_agree_status(const sq_comm *c, sq_status local_status, const c
  * matches (label, this rank). */
 sq_status sq_comm_failpoint(const sq_comm *c, const char *label);
 
-/* ---- single-rank seam of the layer pipeline (comm.c) -------------------- */
+/* ---- the layer pipeline's steps on top of the collectives (comm.c) ------ */
+/* Host buffers (single and mpi backends). The pipeline takes owners from
+ * sharding/plan.h; sq_comm_owner is a plain round-robin for tests. */
 
 /* Owner of module index `mod` of a layer (round-robin over ranks). */
 int sq_comm_owner(const sq_comm *c, int layer, int mod);
-/* Sum every rank's partial Hessian into owner's h (sum and count). */
+/* Sum every rank's partial Hessian into owner's h (sum and count), in rank
+ * order (deterministic); other ranks' h is unchanged. */
 sq_status sq_comm_reduce_hessian(const sq_comm *c, sq_hessian *h, int owner, const char *name);
 /* Copy n floats from owner's buf to every rank's buf. */
 sq_status sq_comm_share_f32(const sq_comm *c, float *buf, int64_t n, int owner, const char *name);
+/* Element-wise maximum of buf (n floats) over ranks, the same bits on every
+ * rank; NaN wins (absmax observers must not hide a NaN). Host buffers; cost
+ * O(ranks·n): for small observer vectors (absmax, SmoothQuant ranges). */
+sq_status sq_comm_allreduce_max_f32(const sq_comm *c, float *buf, int64_t n, const char *label);
 
 /* The MPI communicator (a dup of MPI_COMM_WORLD) for other MPI users such as
  * parallel HDF5; MPI_COMM_SELF for the single communicator. Declared only when

@@ -134,14 +134,25 @@ sq_fwd_hooks sq_lq_hooks(sq_lq *lq) {
   return h;
 }
 
-sq_status sq_lq_reduce(sq_lq *lq, const sq_comm *comm) {
+sq_status sq_lq_reduce(sq_lq *lq, const sq_comm *comm, const int owner[SQ_HG_COUNT]) {
   if (!lq->hessians) return SQ_OK;
-  /* Every group is reduced to the owner of its first module; modules that
-   * share an input share an owner in the single-rank build. */
-  static const int first_mod[SQ_HG_COUNT] = {SQ_MOD_Q, SQ_MOD_O, SQ_MOD_GATE, SQ_MOD_DOWN};
+  /* One reduction per group, groups in a fixed order, each to its owner. */
   for (int g = 0; g < SQ_HG_COUNT; g++)
-    SQ_CHECK(sq_comm_reduce_hessian(comm, &lq->h[g], sq_comm_owner(comm, lq->layer, first_mod[g]),
-                                    lq->hname[g]));
+    SQ_CHECK(sq_comm_reduce_hessian(comm, &lq->h[g], owner[g], lq->hname[g]));
+  return SQ_OK;
+}
+
+sq_status sq_lq_reduce_observers(sq_lq *lq, const sq_comm *comm) {
+  float v[SQ_HG_COUNT + 2];
+  for (int g = 0; g < SQ_HG_COUNT; g++) v[g] = lq->absmax[g];
+  v[SQ_HG_COUNT] = lq->k_absmax;
+  v[SQ_HG_COUNT + 1] = lq->v_absmax;
+  char label[96];
+  snprintf(label, sizeof label, "absmax observers of model.layers.%d", lq->layer);
+  SQ_CHECK(sq_comm_allreduce_max_f32(comm, v, SQ_HG_COUNT + 2, label));
+  for (int g = 0; g < SQ_HG_COUNT; g++) lq->absmax[g] = v[g];
+  lq->k_absmax = v[SQ_HG_COUNT];
+  lq->v_absmax = v[SQ_HG_COUNT + 1];
   return SQ_OK;
 }
 

@@ -15,8 +15,8 @@
  * one of the next sq_lq_declare / sq_lq_solve.
  * The hooks also observe, on every rank for its own samples, the absolute
  * maximum of each Linear input group and of the k (after RoPE) / v cache
- * tensors: static activation scales and kv-cache scales (single rank: there
- * is no max-reduce in comm.h yet, so multi-rank callers must not use them).
+ * tensors: static activation scales and kv-cache scales; multi-rank callers
+ * max-reduce them with sq_lq_reduce_observers before use.
  * Memory: the four Hessian sums, one finalized H and the solver's outputs for
  * the largest module, allocated once in sq_lq_init and reused for every layer. */
 #ifndef SQ_WORKER_LAYER_QUANT_H
@@ -89,8 +89,13 @@ int sq_lq_needs_calibration(const sq_lq *lq);
 void sq_lq_begin_layer(sq_lq *lq, int layer);
 /* Hooks that accumulate the Hessians during sq_acts_forward. */
 sq_fwd_hooks sq_lq_hooks(sq_lq *lq);
-/* Step 2: reduce the partial Hessians to their owners. */
-sq_status sq_lq_reduce(sq_lq *lq, const sq_comm *comm);
+/* Step 2: reduce the partial Hessians to their owners: group g's sum and
+ * token count go to rank owner[g] (the owner of every module reading that
+ * input), in rank order (deterministic). Other ranks keep their partials. */
+sq_status sq_lq_reduce(sq_lq *lq, const sq_comm *comm, const int owner[SQ_HG_COUNT]);
+/* Max-reduce the absmax observers (input groups, k, v) over ranks so that
+ * every rank sees the maxima over all samples (static input / kv scales). */
+sq_status sq_lq_reduce_observers(sq_lq *lq, const sq_comm *comm);
 
 /* Declare module `name`'s compressed tensors (quantized) in w. */
 sq_status sq_lq_declare(const sq_lq *lq, sq_st_writer *w, const char *name, int64_t d_out,

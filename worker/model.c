@@ -54,8 +54,16 @@ void sq_model_close(sq_model *m) {
   memset(m, 0, sizeof *m);
 }
 
+/* Checkpoint bytes read by this process (benchmarks: bytes per rank). */
+static uint64_t sq_model_read_bytes;
+
+uint64_t sq_model_bytes_read(void) { return sq_model_read_bytes; }
+void sq_model_count_read(uint64_t bytes) { sq_model_read_bytes += bytes; }
+
 sq_status sq_model_read_f32(const sq_model *m, const char *name, float *dst, uint64_t n) {
   if (m->ct) return sq_ct_read_dense_f32(m->ct, name, dst, n);
+  sq_dtype dt = sq_model_tensor_dtype(m, name);
+  if (dt != SQ_DTYPE_INVALID) sq_model_read_bytes += n * sq_dtype_size(dt);
   return sq_ckpt_read_f32(m->ckpt, name, dst, n);
 }
 
@@ -103,6 +111,12 @@ void sq_layer_buf_free(sq_layer_buf *b) {
 }
 
 sq_status sq_layer_buf_load(sq_layer_buf *b, const sq_model *m, int layer) {
+  static const int all[SQ_MOD_COUNT] = {1, 1, 1, 1, 1, 1, 1};
+  return sq_layer_buf_load_parts(b, m, layer, all);
+}
+
+sq_status sq_layer_buf_load_parts(sq_layer_buf *b, const sq_model *m, int layer,
+                                  const int load_mod[SQ_MOD_COUNT]) {
   const sq_model_info *info = &m->info;
   char name[160];
   snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", layer);
@@ -113,7 +127,7 @@ sq_status sq_layer_buf_load(sq_layer_buf *b, const sq_model *m, int layer) {
     int64_t d_out, d_in;
     sq_model_module_shape(info, i, &d_out, &d_in);
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, sq_mod_suffix[i]);
-    SQ_CHECK(sq_model_read_f32(m, name, b->mod[i], (uint64_t)(d_out * d_in)));
+    if (load_mod[i]) SQ_CHECK(sq_model_read_f32(m, name, b->mod[i], (uint64_t)(d_out * d_in)));
     if (b->bias[i]) {
       snprintf(name, sizeof name, "model.layers.%d.%s.bias", layer, sq_mod_suffix[i]);
       SQ_CHECK(sq_model_read_f32(m, name, b->bias[i], (uint64_t)d_out));

@@ -63,6 +63,17 @@ sq_status sq_layer_buf_init(sq_layer_buf *b, const sq_model_info *info);
 void sq_layer_buf_free(sq_layer_buf *b);
 /* Read layer l's tensors from m into b. */
 sq_status sq_layer_buf_load(sq_layer_buf *b, const sq_model *m, int layer);
+/* Read layer l's norms and biases, and the weights of the modules i with
+ * load_mod[i] != 0 only (a rank reads the modules it owns; the others arrive
+ * by broadcast). The other b->mod[i] are left as they are. */
+sq_status sq_layer_buf_load_parts(sq_layer_buf *b, const sq_model *m, int layer,
+                                  const int load_mod[SQ_MOD_COUNT]);
+
+/* Checkpoint bytes this process has read through sq_model_read_f32 (dense
+ * sources), plus what callers report with sq_model_count_read (raw copies):
+ * the "bytes read per rank" of the distributed job. */
+uint64_t sq_model_bytes_read(void);
+void sq_model_count_read(uint64_t bytes);
 /* View b as the forward's weight struct. */
 sq_fwd_layer_weights sq_layer_buf_weights(const sq_layer_buf *b);
 
