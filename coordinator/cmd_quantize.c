@@ -23,9 +23,13 @@
  * failure on any rank makes every rank stop there and rank 0 report "rank R
  * (host): cause"; a failed collective (timeout) aborts the job. Fail points
  * (SHARDQ_FAILPOINT, comm.h) at the steps load, hessian, reduce, solve,
- * write, share. */
+ * write, share, and (with --checkpoint-dir) before-journal, after-journal.
+ * Checkpoint-restart (--checkpoint-dir, --resume; quantize_ckpt.h): each
+ * layer ends with every rank's shard part and state file published and rank
+ * 0's journal commit; SIGTERM/SIGUSR1 stop the job after a commit (exit 75). */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +38,10 @@
 #include "common/fsio.h"
 #include "common/log.h"
 #include "coordinator/cli.h"
+#include "coordinator/quantize_ckpt.h"
 #include "coordinator/quantize_output.h"
 #include "coordinator/quantize_plan.h"
+#include "coordinator/stop_signal.h"
 #include "sharding/checkpoint.h"
 #include "worker/activations.h"
 #include "worker/calib.h"
@@ -87,8 +93,19 @@ static void sq_quantize_usage(FILE *f) {
           "  --layers-per-shard K   decoder layers per output shard [1]\n"
           "  --spill-dir DIR        keep activations in an HDF5 file there, not in memory\n"
           "  -q, --quiet            no progress lines (errors and the summary only)\n\n"
+          "checkpoint-restart (what `shardq submit` uses):\n"
+          "  --checkpoint-dir DIR   after each layer, every rank publishes its shard part and\n"
+          "                         an HDF5 file of its samples' hidden states in DIR, and rank 0\n"
+          "                         commits the layer in DIR/journal.json (needs\n"
+          "                         --layers-per-shard 1). SIGTERM/SIGUSR1 then stop the job\n"
+          "                         after the next commit with exit 75 (requeue me).\n"
+          "  --resume               continue the job journaled in --checkpoint-dir (inputs,\n"
+          "                         options and rank count must be unchanged: a change is\n"
+          "                         refused, naming it); start fresh when DIR has no journal\n\n"
           "Progress on stderr: layer i/N  module  loss  s/layer  ETA; a summary table at the end.\n"
-          "Two runs with the same inputs and rank count write byte-identical files.\n");
+          "Two runs with the same inputs and rank count write byte-identical files, also when\n"
+          "one of them was stopped or killed and resumed.\n"
+          "exit: 0 done, 1 error, 2 usage error, 75 stopped at a safe point (resume it)\n");
 }
 
 /* Per module-kind totals for the summary table. */
@@ -111,7 +128,13 @@ static int sq_q_arg(int argc, char **argv, int *i, const char **val) {
   return 1;
 }
 
-static int sq_q_parse(int argc, char **argv, sq_qplan_args *a) {
+/* Checkpoint-restart flags (not part of the plan's arguments). */
+typedef struct {
+  const char *dir;
+  int resume;
+} sq_q_ckflags;
+
+static int sq_q_parse(int argc, char **argv, sq_qplan_args *a, sq_q_ckflags *ck) {
   for (int i = 1; i < argc; i++) {
     const char *s = argv[i], *v = NULL;
 #define SQ_VAL() \
@@ -149,6 +172,8 @@ static int sq_q_parse(int argc, char **argv, sq_qplan_args *a) {
     else if (!strcmp(s, "--spill-dir")) { SQ_VAL(); a->spill_dir = v; }
     else if (!strcmp(s, "--dump-dequant")) { SQ_VAL(); a->dump_dequant = v; } /* tests */
     else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
+    else if (!strcmp(s, "--checkpoint-dir")) { SQ_VAL(); ck->dir = v; }
+    else if (!strcmp(s, "--resume")) ck->resume = 1;
     else {
       if (sq_q_loud) fprintf(stderr, "shardq quantize: unknown option '%s' (see --help)\n", s);
       return 0;
@@ -160,13 +185,23 @@ static int sq_q_parse(int argc, char **argv, sq_qplan_args *a) {
       fprintf(stderr, "shardq quantize: --model, --calib and --out are required (see --help)\n");
     return 0;
   }
+  const char *bad = NULL;
+  if (ck->resume && !ck->dir) bad = "--resume needs --checkpoint-dir DIR";
+  else if (ck->dir && a->layers_per_shard > 1)
+    bad = "--checkpoint-dir commits layer by layer: it needs --layers-per-shard 1";
+  else if (ck->dir && a->dump_dequant) bad = "--dump-dequant cannot be resumed: drop --checkpoint-dir";
+  if (bad) {
+    if (sq_q_loud) fprintf(stderr, "shardq quantize: %s (see --help)\n", bad);
+    return 0;
+  }
   return 1;
 }
 
 /* The whole job state, freed in one place. */
-/* The whole job state, freed in one place. */
 typedef struct {
   sq_qplan_args a;
+  sq_q_ckflags ckf;
+  sq_qckpt ck;    /* checkpoint-restart (ck.dir NULL: off) */
   const sq_comm *comm;
   int rank, ranks;
   int broken;     /* a collective failed: the communicator is unusable */
@@ -629,13 +664,88 @@ static sq_status sq_q_distribute(sq_qjob *j) {
                              &j->s0, &j->s1);
 }
 
+/* Rank 0: the output directory and, with --checkpoint-dir, the resume
+ * decision over the fingerprint of everything the output depends on. */
+static sq_status sq_q_decide(sq_qjob *j) {
+  const sq_qplan_args *a = &j->a;
+  char scheme[512], opts[2048];
+  snprintf(scheme, sizeof scheme,
+           "scheme=%s method=%s bits=%d group=%d/%d sym=%d actorder=%s damp=%.17g block=%lld "
+           "sparsity=%.17g mask=%s no_quant=%d",
+           a->scheme ? a->scheme : "-", a->method ? a->method : "-", a->bits, a->group,
+           a->group_set, a->sym, a->actorder ? a->actorder : "-", a->damp, (long long)a->block,
+           a->sparsity, a->mask ? a->mask : "-", a->no_quant);
+  int len = snprintf(opts, sizeof opts,
+                     "calib_samples=%lld seq_len=%lld shuffle_seed=%llu batch=%lld "
+                     "layers_per_shard=%d ignore=",
+                     (long long)a->calib_samples, (long long)a->seq_len,
+                     (unsigned long long)a->shuffle_seed, (long long)a->batch, a->layers_per_shard);
+  for (int i = 0; i < a->n_ignore && len > 0 && len < (int)sizeof opts; i++)
+    len += snprintf(opts + len, sizeof opts - (size_t)len, "%s;", a->ignore[i]);
+  sq_resume_inputs in = {.model_dir = a->model, .recipe_path = a->recipe, .scheme_text = scheme,
+                         .calib_path = a->calib, .ranks = j->ranks, .options_text = opts};
+  return sq_qckpt_decide(&j->ck, &in, (int)j->model.info.n_layers, a->out, a->force);
+}
+
+/* After the first layer is known on every rank: the first layer's inputs,
+ * from the embeddings (and rank 0 writes the head part) or, resuming, from
+ * this rank's state file. */
+static sq_status sq_q_start(sq_qjob *j) {
+  const sq_model_info *mi = &j->model.info;
+  SQ_CHECK(sq_qckpt_start(&j->ck, j->a.out, (const char *const *)j->files, j->n_files));
+  if (j->ck.first_layer >= mi->n_layers) return SQ_OK; /* all committed: publish */
+  if (j->ck.first_layer > 0) return sq_qckpt_load_state(&j->ck, j->s0, &j->acts);
+  j->embed = malloc((size_t)(mi->vocab * mi->hidden) * sizeof(float));
+  if (!j->embed) return sq_error_set(SQ_ERR_NOMEM, "out of memory for the embedding table");
+  SQ_CHECK(sq_model_read_f32(&j->model, "model.embed_tokens.weight", j->embed,
+                             (uint64_t)(mi->vocab * mi->hidden)));
+  SQ_CHECK(sq_acts_embed(&j->acts, j->calib.ids + j->s0 * j->calib.T, j->embed, mi->vocab));
+  free(j->embed);
+  j->embed = NULL;
+  if (j->rank == 0) SQ_CHECK(sq_q_write_head_shard(j));
+  return SQ_OK;
+}
+
+/* Layer l is done on every rank (its shard parts committed): publish the
+ * state files, commit the layer in the journal, then stop here if any rank
+ * was asked to (quantize_ckpt.h has the protocol). */
+static sq_status sq_q_commit(sq_qjob *j, int l) {
+  int total = (int)j->model.info.n_layers;
+  const char *parts[2] = {l == 0 ? j->files[0] : NULL, j->files[1 + l]};
+  char *mine = NULL, *all = NULL;
+  size_t len = 0, all_len = 0;
+  SQ_Q_STEP(j, sq_qckpt_layer_files(&j->ck, l, total, &j->acts, j->s0, parts, 2, &mine, &len));
+  SQ_Q_STEP(j, sq_comm_failpoint(j->comm, "before-journal"));
+  sq_status st = sq_qout_gather_lists(j->comm, mine, len, &all, &all_len);
+  free(mine);
+  if (st != SQ_OK) {
+    j->broken = 1;
+    return st;
+  }
+  st = j->rank == 0 ? sq_qckpt_commit(&j->ck, l, all, all_len) : SQ_OK;
+  free(all);
+  SQ_Q_STEP(j, st);
+  SQ_Q_STEP(j, sq_comm_failpoint(j->comm, "after-journal"));
+  SQ_Q_STEP(j, sq_qckpt_prune(&j->ck, l));
+  sq_qckpt_test_pause(&j->ck);
+  int64_t stop = sq_stop_requested();
+  SQ_Q_COLL(j, sq_comm_allreduce_sum_i64(j->comm, &stop, 1, "stop request"));
+  if (stop > 0 && l + 1 < total)
+    return sq_error_set(SQ_ERR_STOPPED,
+                        "stopped at a safe point after layer %d of %d (%s on %lld rank%s): resume "
+                        "with --checkpoint-dir %s --resume",
+                        l, total, sq_stop_signal() == SIGTERM ? "SIGTERM" : "SIGUSR1", (long long)stop,
+                        stop > 1 ? "s" : "", j->ck.dir);
+  return SQ_OK;
+}
+
 /* Everything before the first layer, on every rank (rank 0 also prepares the
- * output directory and writes the head shard). Local work: agreed after. */
+ * output directory). Local work: agreed after. */
 static sq_status sq_q_setup(sq_qjob *j) {
   sq_qplan_args *a = &j->a;
-  if (j->rank == 0) SQ_CHECK(sq_qout_prepare(a->model, a->out, a->force));
   SQ_CHECK(sq_model_open(a->model, 0, &j->model));
   const sq_model_info *mi = &j->model.info;
+  if (j->rank == 0) SQ_CHECK(sq_q_decide(j));
   SQ_CHECK(sq_qplan_build(a, &j->model, &j->plan));
   SQ_CHECK(sq_calib_load(a->calib, a->calib_samples > 0 ? a->calib_samples : 128, a->seq_len,
                          a->shuffle_seed, &j->calib));
@@ -656,13 +766,6 @@ static sq_status sq_q_setup(sq_qjob *j) {
   sq_status st = sq_acts_init(&j->acts, n, j->calib.T, mi->hidden, spill);
   free(spill);
   SQ_CHECK(st);
-  j->embed = malloc((size_t)(mi->vocab * mi->hidden) * sizeof(float));
-  if (!j->embed) return sq_error_set(SQ_ERR_NOMEM, "out of memory for the embedding table");
-  SQ_CHECK(sq_model_read_f32(&j->model, "model.embed_tokens.weight", j->embed,
-                             (uint64_t)(mi->vocab * mi->hidden)));
-  SQ_CHECK(sq_acts_embed(&j->acts, j->calib.ids + j->s0 * j->calib.T, j->embed, mi->vocab));
-  free(j->embed);
-  j->embed = NULL;
 
   SQ_CHECK(sq_model_rope_init(mi, j->calib.T, &j->rope));
   sq_fwd_layer_cfg cfg = sq_model_fwd_cfg(mi, &j->rope);
@@ -697,7 +800,6 @@ static sq_status sq_q_setup(sq_qjob *j) {
     if (j->ranks == 1) sq_qout_shard_name(j->files[k], 64, k + 1, j->n_files);
     else sq_qout_rank_shard_name(j->files[k], 64, j->rank, j->ranks, k);
   }
-  if (j->rank == 0) SQ_CHECK(sq_q_write_head_shard(j));
 
   if (a->dump_dequant && j->rank == 0) {
     SQ_CHECK(sq_st_writer_create(a->dump_dequant, &j->dump));
@@ -728,8 +830,15 @@ static sq_status sq_q_run(sq_qjob *j) {
   SQ_Q_STEP(j, sq_q_setup(j));
   const sq_model_info *mi = &j->model.info;
   int per = j->a.layers_per_shard > 0 ? j->a.layers_per_shard : 1;
-  for (int l = 0; l < mi->n_layers; l++) {
+  if (j->ck.dir) {
+    int64_t first = j->ck.first_layer;
+    SQ_Q_COLL(j, sq_comm_bcast(j->comm, &first, sizeof first, 0, "first layer"));
+    j->ck.first_layer = (int)first;
+  }
+  SQ_Q_STEP(j, sq_q_start(j));
+  for (int l = j->ck.first_layer; l < mi->n_layers; l++) {
     double t0 = sq_time_now();
+    sq_qckpt_gate_failpoints(&j->ck, l);
     int g = l / per;
     if (l % per == 0) {
       int last = (g + 1) * per - 1;
@@ -743,6 +852,7 @@ static sq_status sq_q_run(sq_qjob *j) {
       j->w = NULL;
       SQ_Q_STEP(j, st);
     }
+    if (j->ck.dir) SQ_CHECK(sq_q_commit(j, l));
     j->layer_s[l] = sq_time_now() - t0;
   }
   if (j->dump) SQ_CHECK(sq_st_writer_commit(j->dump));
@@ -794,8 +904,14 @@ int sq_cmd_quantize(int argc, char **argv) {
   if (j->ranks > 1) sq_log_set_rank(j->rank);
   sq_q_loud = j->rank == 0;
   int code;
-  if (!sq_q_parse(argc, argv, &j->a)) {
+  if (!sq_q_parse(argc, argv, &j->a, &j->ckf)) {
     code = SQ_EXIT_USAGE; /* every rank parsed the same arguments */
+    goto done;
+  }
+  sq_qckpt_init(&j->ck, j->ckf.dir, j->ckf.resume, j->rank, j->ranks);
+  /* Only a job that can resume stops at a safe point; others die as usual. */
+  if (j->ck.dir && sq_stop_install() != SQ_OK) {
+    code = sq_cli_report("quantize", SQ_ERR_IO, j->rank);
     goto done;
   }
   if (j->a.quiet || j->rank != 0) sq_log_set_level(SQ_LOG_WARN);
@@ -807,8 +923,12 @@ int sq_cmd_quantize(int argc, char **argv) {
     sq_comm_abort(j->comm, SQ_EXIT_ERROR);
   }
   if (j->ranks == 1 || j->rank == 0) code = sq_cli_report("quantize", st, -1);
-  else code = st == SQ_OK ? SQ_EXIT_OK : st == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_ERROR;
+  else code = st == SQ_OK ? SQ_EXIT_OK : st == SQ_ERR_ARG ? SQ_EXIT_USAGE
+                  : st == SQ_ERR_STOPPED ? SQ_EXIT_REQUEUE : SQ_EXIT_ERROR;
+  if (st == SQ_ERR_STOPPED && j->rank == 0) fprintf(stderr, "shardq quantize: %s\n", sq_error_message());
 done:
+  sq_stop_uninstall();
+  sq_qckpt_free(&j->ck);
   if (j->w) sq_st_writer_free(j->w);
   if (j->dump) sq_st_writer_free(j->dump);
   for (int k = 0; k < j->n_files; k++) free(j->files[k]);

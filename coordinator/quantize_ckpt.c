@@ -1,6 +1,7 @@
 /* Checkpoint-restart steps of `shardq quantize` (quantize_ckpt.h). */
 #include "coordinator/quantize_ckpt.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,13 +70,40 @@ sq_status sq_qckpt_decide(sq_qckpt *k, const sq_resume_inputs *in, int total_lay
   return SQ_OK;
 }
 
-sq_status sq_qckpt_start(sq_qckpt *k, const char *out_dir) {
+/* Delete out_dir/.<part>.tmp.* for every part (the safetensors writer's
+ * temporary names). */
+static sq_status sq_qckpt_clean_parts(const char *out_dir, const char *const *parts, int nparts) {
+  DIR *d = opendir(out_dir);
+  if (!d) return sq_error_errno(out_dir, "cannot list --out");
+  sq_status st = SQ_OK;
+  struct dirent *e;
+  while (st == SQ_OK && (e = readdir(d)) != NULL) {
+    for (int i = 0; i < nparts; i++) {
+      if (!parts[i] || e->d_name[0] != '.') continue;
+      size_t n = strlen(parts[i]);
+      if (strncmp(e->d_name + 1, parts[i], n) != 0 || strncmp(e->d_name + 1 + n, ".tmp.", 5) != 0)
+        continue;
+      char *p = sq_fs_join(out_dir, e->d_name);
+      if (!p)
+        st = sq_error_set(SQ_ERR_NOMEM, "out of memory");
+      else if (unlink(p) != 0)
+        st = sq_error_errno(p, "cannot delete a stale temporary file");
+      free(p);
+      break;
+    }
+  }
+  closedir(d);
+  return st;
+}
+
+sq_status sq_qckpt_start(sq_qckpt *k, const char *out_dir, const char *const *parts, int nparts) {
   if (!k->dir) return SQ_OK;
   char buf[PATH_MAX];
   if (!realpath(out_dir, buf)) return sq_error_errno(out_dir, "resolve --out");
   k->out_abs = strdup(buf);
   if (!k->out_abs) return sq_error_set(SQ_ERR_NOMEM, "out of memory");
   /* Left by a writer that was killed: not listed anywhere. */
+  SQ_CHECK(sq_qckpt_clean_parts(out_dir, parts, nparts));
   return sq_state_prune(k->dir, k->rank, 0);
 }
 
@@ -101,7 +129,11 @@ sq_status sq_qckpt_load_state(sq_qckpt *k, int64_t s0, sq_acts *acts) {
                       "with another rank count or is damaged; start over with an empty "
                       "--checkpoint-dir",
                       k->dir, SQ_JOURNAL_FILE, F - 1, name);
-  sq_state_desc d = {.layer = F, .rank = k->rank, .sample_start = s0, .n = acts->n, .T = acts->T,
+  sq_state_desc d = {.layer = F,
+                     .rank = k->rank,
+                     .sample_start = s0,
+                     .n = acts->n,
+                     .T = acts->T,
                      .hidden = acts->d};
   if (st == SQ_OK) st = sq_state_read(k->dir, &d, sq_file_checksum, hex, acts);
   sq_journal_close(mine);
@@ -140,8 +172,12 @@ sq_status sq_qckpt_layer_files(sq_qckpt *k, int l, int total, const sq_acts *act
     free(p);
   }
   if (st == SQ_OK && l + 1 < total) {
-    sq_state_desc d = {.layer = l + 1, .rank = k->rank, .sample_start = s0, .n = acts->n,
-                       .T = acts->T, .hidden = acts->d};
+    sq_state_desc d = {.layer = l + 1,
+                       .rank = k->rank,
+                       .sample_start = s0,
+                       .n = acts->n,
+                       .T = acts->T,
+                       .hidden = acts->d};
     char name[64];
     sq_state_file_name(k->rank, l + 1, name, sizeof name);
     st = sq_state_write(k->dir, &d, acts, sq_file_checksum, hex, &bytes);
@@ -193,17 +229,22 @@ sq_status sq_qckpt_commit(sq_qckpt *k, int l, const char *all, size_t len) {
   return st;
 }
 
-sq_status sq_qckpt_prune(sq_qckpt *k, int l) { return sq_state_prune(k->dir, k->rank, l); }
+sq_status sq_qckpt_prune(sq_qckpt *k, int l) {
+  return sq_state_prune(k->dir, k->rank, l);
+}
 
 void sq_qckpt_gate_failpoints(sq_qckpt *k, int l) {
   if (k->failpoint_from < 0 || !k->failpoint) return;
-  if (l < k->failpoint_from) unsetenv("SHARDQ_FAILPOINT");
-  else setenv("SHARDQ_FAILPOINT", k->failpoint, 1);
+  if (l < k->failpoint_from)
+    unsetenv("SHARDQ_FAILPOINT");
+  else
+    setenv("SHARDQ_FAILPOINT", k->failpoint, 1);
 }
 
 void sq_qckpt_test_pause(const sq_qckpt *k) {
   if (k->sleep_s <= 0) return;
-  struct timespec ts = {(time_t)k->sleep_s, (long)((k->sleep_s - (double)(time_t)k->sleep_s) * 1e9)};
+  struct timespec ts = {(time_t)k->sleep_s,
+                        (long)((k->sleep_s - (double)(time_t)k->sleep_s) * 1e9)};
   while (nanosleep(&ts, &ts) != 0) {
   }
 }

@@ -46,10 +46,10 @@ typedef struct sq_qckpt {
   sq_journal *journal; /* rank 0 */
   int first_layer;     /* first uncommitted layer (broadcast from rank 0) */
   int fell_back;
-  char *out_abs;       /* absolute --out, for the journal's paths */
-  char *failpoint;     /* saved SHARDQ_FAILPOINT (layer gating) */
-  int failpoint_from;  /* SHARDQ_FAILPOINT_LAYER, -1 if unset */
-  double sleep_s;      /* SHARDQ_TEST_LAYER_SLEEP */
+  char *out_abs;      /* absolute --out, for the journal's paths */
+  char *failpoint;    /* saved SHARDQ_FAILPOINT (layer gating) */
+  int failpoint_from; /* SHARDQ_FAILPOINT_LAYER, -1 if unset */
+  double sleep_s;     /* SHARDQ_TEST_LAYER_SLEEP */
 } sq_qckpt;
 
 /* Fill k (dir NULL: off) and read the test knobs. */
@@ -64,8 +64,10 @@ sq_status sq_qckpt_decide(sq_qckpt *k, const sq_resume_inputs *in, int total_lay
                           const char *out_dir, int force);
 
 /* Every rank, after the broadcast of first_layer: resolve out_dir for the
- * journal's paths. */
-sq_status sq_qckpt_start(sq_qckpt *k, const char *out_dir);
+ * journal's paths and delete what a killed run of this rank left unlisted:
+ * temporary files of its state files in DIR and of its output parts
+ * parts[0..nparts) (names in out_dir; NULL skipped) in out_dir. */
+sq_status sq_qckpt_start(sq_qckpt *k, const char *out_dir, const char *const *parts, int nparts);
 
 /* Every rank, resuming at layer F = k->first_layer (0 < F < total): read this
  * rank's state file for layer F into acts (samples [s0, s0 + acts->n)),

@@ -44,7 +44,8 @@ static sq_status sq_resume_hash_checkpoint(const char *dir, uint64_t *out) {
     h = sq_hash_fnv1a64(h, name, strlen(name) + 1);
     h = sq_hash_fnv1a64(h, le, sizeof le);
     if (hdr > SQ_RESUME_MAX_HEADER) {
-      st = sq_error_set(SQ_ERR_FORMAT, "%s: header of %llu bytes is too large", path, (unsigned long long)hdr);
+      st = sq_error_set(SQ_ERR_FORMAT, "%s: header of %llu bytes is too large", path,
+                        (unsigned long long)hdr);
       break;
     }
     char *grown = realloc(buf, (size_t)hdr + 1);
@@ -82,7 +83,7 @@ static sq_status sq_resume_hash_checkpoint(const char *dir, uint64_t *out) {
 sq_status sq_resume_fingerprint(const sq_resume_inputs *in, sq_journal_fingerprint *fp) {
   memset(fp, 0, sizeof *fp);
   snprintf(fp->shardq_version, sizeof fp->shardq_version, "%s", SHARDQ_VERSION);
-  uint64_t h;
+  uint64_t h = 0;
   SQ_CHECK(sq_resume_hash_checkpoint(in->model_dir, &h));
   sq_hash_hex(h, fp->checkpoint);
   if (in->recipe_path) {
@@ -110,11 +111,13 @@ static sq_status sq_resume_check_file(const sq_journal *j, int layer, const sq_j
     st = sq_error_set(SQ_ERR_FORMAT, "%s: listed in %s/%s for layer %d, is missing (%s)", p, j->dir,
                       SQ_JOURNAL_FILE, layer, strerror(errno));
   } else if ((uint64_t)sb.st_size != f->bytes) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: %llu bytes, but the journal recorded %llu for layer %d (truncated?)",
-                      p, (unsigned long long)sb.st_size, (unsigned long long)f->bytes, layer);
+    st = sq_error_set(SQ_ERR_FORMAT,
+                      "%s: %llu bytes, but the journal recorded %llu for layer %d (truncated?)", p,
+                      (unsigned long long)sb.st_size, (unsigned long long)f->bytes, layer);
   } else if ((st = sq_file_checksum(p, hex, &bytes)) == SQ_OK && strcmp(hex, f->checksum) != 0) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: checksum %s, but the journal recorded %s for layer %d (damaged)", p,
-                      hex, f->checksum, layer);
+    st = sq_error_set(SQ_ERR_FORMAT,
+                      "%s: checksum %s, but the journal recorded %s for layer %d (damaged)", p, hex,
+                      f->checksum, layer);
   }
   free(p);
   return st;
@@ -157,7 +160,8 @@ static sq_status sq_resume_name_inputs(sq_status st, const sq_resume_inputs *in)
   return sq_error_set(st, "%s (inputs now: calibration file %s, model %s, %s %s)%s", msg,
                       in->calib_path ? in->calib_path : "?", in->model_dir ? in->model_dir : "?",
                       in->recipe_path ? "recipe" : "scheme",
-                      in->recipe_path ? in->recipe_path : (in->scheme_text ? in->scheme_text : "?"), tail);
+                      in->recipe_path ? in->recipe_path : (in->scheme_text ? in->scheme_text : "?"),
+                      tail);
 }
 
 static int sq_resume_exists(const char *dir, const char *name) {
@@ -170,17 +174,19 @@ static int sq_resume_exists(const char *dir, const char *name) {
 sq_status sq_resume_open(const char *ckpt_dir, int want_resume, const sq_journal_fingerprint *fp,
                          const sq_resume_inputs *in, int total_layers, sq_resume *out) {
   memset(out, 0, sizeof *out);
-  int have = sq_resume_exists(ckpt_dir, SQ_JOURNAL_FILE) || sq_resume_exists(ckpt_dir, SQ_JOURNAL_PREV_FILE);
+  int have = sq_resume_exists(ckpt_dir, SQ_JOURNAL_FILE) ||
+             sq_resume_exists(ckpt_dir, SQ_JOURNAL_PREV_FILE);
   if (!have) {
     SQ_CHECK(sq_fs_mkdirs(ckpt_dir));
     SQ_CHECK(sq_journal_create(ckpt_dir, fp, total_layers, &out->journal));
     return SQ_OK;
   }
   if (!want_resume)
-    return sq_error_set(SQ_ERR_ARG,
-                        "%s already holds a journal -- hint: pass --resume to continue that job, or "
-                        "choose an empty --checkpoint-dir to start over",
-                        ckpt_dir);
+    return sq_error_set(
+        SQ_ERR_ARG,
+        "%s already holds a journal -- hint: pass --resume to continue that job, or "
+        "choose an empty --checkpoint-dir to start over",
+        ckpt_dir);
   sq_journal *j = NULL;
   SQ_CHECK(sq_journal_open_or_prev(ckpt_dir, &j));
   sq_status st = sq_journal_check_fingerprint(j, fp);
@@ -191,8 +197,8 @@ sq_status sq_resume_open(const char *ckpt_dir, int want_resume, const sq_journal
   if (j->total_layers != total_layers) {
     int had = j->total_layers;
     sq_journal_close(j);
-    return sq_error_set(SQ_ERR_ARG, "%s/%s: the journal is for %d layers, the model has %d", ckpt_dir,
-                        SQ_JOURNAL_FILE, had, total_layers);
+    return sq_error_set(SQ_ERR_ARG, "%s/%s: the journal is for %d layers, the model has %d",
+                        ckpt_dir, SQ_JOURNAL_FILE, had, total_layers);
   }
   int bad = -1;
   st = sq_resume_verify(j, &bad);
@@ -214,15 +220,17 @@ sq_status sq_resume_open(const char *ckpt_dir, int want_resume, const sq_journal
   if (st != SQ_OK) {
     char msg[2560];
     if (tried_back)
-      snprintf(msg, sizeof msg, "%s; after falling back one generation: %s", first, sq_error_message());
+      snprintf(msg, sizeof msg, "%s; after falling back one generation: %s", first,
+               sq_error_message());
     else
       snprintf(msg, sizeof msg, "%s", sq_error_message());
     sq_error_clear();
     sq_journal_close(j);
-    return sq_error_set(st,
-                        "cannot resume from %s: %s -- hint: only one generation back is kept; restore "
-                        "the file or start over with an empty --checkpoint-dir",
-                        ckpt_dir, msg);
+    return sq_error_set(
+        st,
+        "cannot resume from %s: %s -- hint: only one generation back is kept; restore "
+        "the file or start over with an empty --checkpoint-dir",
+        ckpt_dir, msg);
   }
   st = sq_journal_begin_run(j);
   if (st != SQ_OK) {

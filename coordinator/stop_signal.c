@@ -39,9 +39,13 @@ void sq_stop_uninstall(void) {
   sq_stop_installed = 0;
 }
 
-int sq_stop_requested(void) { return sq_stop_flag != 0; }
+int sq_stop_requested(void) {
+  return sq_stop_flag != 0;
+}
 
-int sq_stop_signal(void) { return (int)sq_stop_signo; }
+int sq_stop_signal(void) {
+  return (int)sq_stop_signo;
+}
 
 void sq_stop_reset(void) {
   sq_stop_flag = 0;

@@ -72,7 +72,8 @@ static sq_status sq_state_fill(hid_t f, const char *path, const sq_state_desc *d
     herr_t e = at >= 0 ? H5Awrite(at, H5T_NATIVE_LLONG, &v[i]) : -1;
     if (at >= 0) H5Aclose(at);
     H5Sclose(sp);
-    if (e < 0) st = sq_error_set(SQ_ERR_IO, "%s: cannot write attribute '%s'", path, sq_state_attr_names[i]);
+    if (e < 0)
+      st = sq_error_set(SQ_ERR_IO, "%s: cannot write attribute '%s'", path, sq_state_attr_names[i]);
   }
   return st;
 }
@@ -98,7 +99,8 @@ sq_status sq_state_write(const char *dir, const sq_state_desc *desc, const sq_ac
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors become sq_status */
   hid_t f = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) {
-    st = sq_error_set(SQ_ERR_IO, "%s: cannot create the HDF5 state file -- hint: is %s writable?", tmp, dir);
+    st = sq_error_set(SQ_ERR_IO, "%s: cannot create the HDF5 state file -- hint: is %s writable?",
+                      tmp, dir);
     goto done;
   }
   st = sq_state_fill(f, tmp, desc, acts, buf);
@@ -132,16 +134,17 @@ static int sq_state_get_attr(hid_t f, const char *name, long long *v) {
   hid_t at = H5Aopen(f, name, H5P_DEFAULT);
   if (at < 0) return 0;
   hid_t sp = H5Aget_space(at);
-  int ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
-           H5Aread(at, H5T_NATIVE_LLONG, v) >= 0;
+  int ok =
+      sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(at, H5T_NATIVE_LLONG, v) >= 0;
   if (sp >= 0) H5Sclose(sp);
   H5Aclose(at);
   return ok;
 }
 
 static sq_status sq_state_check(hid_t f, const char *path, const sq_state_desc *d) {
-  static const char *hint = " -- hint: the checkpoint directory belongs to a different job or "
-                            "was damaged; resume falls back one generation, else start a new one";
+  static const char *hint =
+      " -- hint: the checkpoint directory belongs to a different job or "
+      "was damaged; resume falls back one generation, else start a new one";
   long long want[SQ_STATE_NATTR];
   sq_state_attr_values(d, want);
   for (int i = 0; i < SQ_STATE_NATTR; i++) {
@@ -220,7 +223,8 @@ sq_status sq_state_read(const char *dir, const sq_state_desc *desc, sq_state_che
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) {
-    st = sq_error_set(SQ_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or not an HDF5 file)", path);
+    st = sq_error_set(SQ_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or not an HDF5 file)",
+                      path);
     goto done;
   }
   SQ_CHECK_GOTO(sq_state_check(f, path, desc), st, done);
@@ -232,8 +236,9 @@ sq_status sq_state_read(const char *dir, const sq_state_desc *desc, sq_state_che
     hsize_t start[3] = {(hsize_t)s, 0, 0};
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf) < 0) {
-      st = sq_error_set(SQ_ERR_FORMAT, "%s: HDF5 read of sample %lld of /hidden failed (truncated?)",
-                        path, (long long)s);
+      st =
+          sq_error_set(SQ_ERR_FORMAT, "%s: HDF5 read of sample %lld of /hidden failed (truncated?)",
+                       path, (long long)s);
       goto done;
     }
     SQ_CHECK_GOTO(sq_acts_write(acts, s, 1, buf), st, done);
@@ -270,8 +275,10 @@ sq_status sq_state_prune(const char *dir, int rank, int keep_from) {
     }
     if (!drop) continue;
     char *p = sq_fs_join(dir, n);
-    if (!p) st = sq_error_set(SQ_ERR_NOMEM, "out of memory");
-    else if (unlink(p) != 0 && errno != ENOENT) st = sq_error_errno(p, "cannot delete an old state file");
+    if (!p)
+      st = sq_error_set(SQ_ERR_NOMEM, "out of memory");
+    else if (unlink(p) != 0 && errno != ENOENT)
+      st = sq_error_errno(p, "cannot delete an old state file");
     free(p);
   }
   closedir(dp);

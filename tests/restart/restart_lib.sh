@@ -8,6 +8,12 @@ set -u
 MPIRUN=${SHARDQ_MPIRUN:-mpirun}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export SHARDQ_COMM_TIMEOUT=${SHARDQ_COMM_TIMEOUT:-20}
+# OpenBLAS's results depend on its thread count, which follows the CPU
+# affinity: mpirun binds each rank to a core (1 thread), srun under
+# TaskPlugin=task/none does not (2 threads), and the outputs then differ in
+# the last bits. Pin it so that every run here (and the Slurm job, which
+# inherits this environment) computes the same bits as the reference.
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 NP=2
 LAYERS=3
 fails=0
@@ -24,6 +30,16 @@ run_q() {
   shift
   # shellcheck disable=SC2046
   "$MPIRUN" -np $NP --oversubscribe "$SHARDQ_BIN" quantize $(qargs) --out "$out" "$@" >"$out.log" 2>&1
+}
+
+# start_q OUT [quantize args...]: run_q in the background; MP = mpirun's pid
+# (the subshell execs mpirun, so signals sent to MP reach mpirun itself).
+start_q() {
+  local out=$1
+  shift
+  # shellcheck disable=SC2046
+  ( exec "$MPIRUN" -np $NP --oversubscribe "$SHARDQ_BIN" quantize $(qargs) --out "$out" "$@" >"$out.log" 2>&1 ) &
+  MP=$!
 }
 
 sq_rs_setup() {

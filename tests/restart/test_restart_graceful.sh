@@ -19,8 +19,8 @@ wait_done() {
 }
 for how in usr1-mpirun term-ranks; do
   out="$W/o-$how" ck="$W/ck-$how"
-  SHARDQ_TEST_LAYER_SLEEP=1 run_q "$out" --checkpoint-dir "$ck" &
-  mp=$!
+  SHARDQ_TEST_LAYER_SLEEP=1 start_q "$out" --checkpoint-dir "$ck"
+  mp=$MP
   if ! wait_done "$ck" 1 30; then fail "$how: no layer committed within 30 s"; kill "$mp"; wait "$mp"; continue; fi
   if [ $how = usr1-mpirun ]; then
     kill -USR1 "$mp"

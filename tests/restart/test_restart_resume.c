@@ -22,7 +22,9 @@
 
 static char *root;
 
-static char *at(const char *name) { return sq_fs_join(root, name); }
+static char *at(const char *name) {
+  return sq_fs_join(root, name);
+}
 
 static void write_text(const char *name, const char *text) {
   char *p = at(name);
@@ -32,7 +34,9 @@ static void write_text(const char *name, const char *text) {
   free(p);
 }
 
-static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
+static int contains(const char *hay, const char *needle) {
+  return strstr(hay, needle) != NULL;
+}
 
 /* model/model.safetensors with one F32 tensor named name, shape (2, cols). */
 static void write_model(const char *name, int64_t cols) {
@@ -56,8 +60,12 @@ static sq_resume_inputs inputs(void) {
   snprintf(model, sizeof model, "%s/model", root);
   snprintf(recipe, sizeof recipe, "%s/recipe.yaml", root);
   snprintf(calib, sizeof calib, "%s/calib.safetensors", root);
-  sq_resume_inputs in = {.model_dir = model, .recipe_path = recipe, .scheme_text = NULL,
-                         .calib_path = calib, .ranks = 2, .options_text = "--calib-samples 8"};
+  sq_resume_inputs in = {.model_dir = model,
+                         .recipe_path = recipe,
+                         .scheme_text = NULL,
+                         .calib_path = calib,
+                         .ranks = 2,
+                         .options_text = "--calib-samples 8"};
   return in;
 }
 
@@ -69,9 +77,11 @@ static void fp_of(const sq_resume_inputs *in, sq_journal_fingerprint *fp) {
 /* Which fields differ, as a bit set: 1 version, 2 checkpoint, 4 recipe,
  * 8 calibration, 16 ranks, 32 options. */
 static int diff(const sq_journal_fingerprint *a, const sq_journal_fingerprint *b) {
-  return (strcmp(a->shardq_version, b->shardq_version) != 0) | (strcmp(a->checkpoint, b->checkpoint) != 0) << 1 |
-         (strcmp(a->recipe, b->recipe) != 0) << 2 | (strcmp(a->calibration, b->calibration) != 0) << 3 |
-         (a->ranks != b->ranks) << 4 | (strcmp(a->options, b->options) != 0) << 5;
+  return (strcmp(a->shardq_version, b->shardq_version) != 0) |
+         (strcmp(a->checkpoint, b->checkpoint) != 0) << 1 |
+         (strcmp(a->recipe, b->recipe) != 0) << 2 |
+         (strcmp(a->calibration, b->calibration) != 0) << 3 | (a->ranks != b->ranks) << 4 |
+         (strcmp(a->options, b->options) != 0) << 5;
 }
 
 /* A listing of dir with every file's bytes, to prove nothing changed. */
@@ -201,8 +211,8 @@ static void test_refusal(void) {
   in2.ranks = 4;
   fp_of(&in2, &fp);
   SQ_EXPECT(sq_resume_open(ck, 1, &fp, &in2, 3, &r) == SQ_ERR_ARG);
-  SQ_EXPECT_MSG(contains(sq_error_message(), "rank count changed: journal has 2, now 4"), "message: %s",
-                sq_error_message());
+  SQ_EXPECT_MSG(contains(sq_error_message(), "rank count changed: journal has 2, now 4"),
+                "message: %s", sq_error_message());
   sq_error_clear();
 
   /* Without --resume an existing journal is refused too. */
@@ -263,14 +273,15 @@ static void test_fall_back(void) {
   unlink(p);
   free(p);
   SQ_EXPECT(sq_resume_open(ck, 1, &fp, &in, 6, &r) == SQ_OK);
-  SQ_EXPECT_MSG(r.first_layer == 4 && !r.fell_back, "first %d fell_back %d: %s", r.first_layer, r.fell_back,
-                sq_error_message());
+  SQ_EXPECT_MSG(r.first_layer == 4 && !r.fell_back, "first %d fell_back %d: %s", r.first_layer,
+                r.fell_back, sq_error_message());
   sq_journal_close(r.journal);
   /* The newest state file damaged (same size, other bytes): back to layer 3. */
   put(ck, states[3], "STATE 4");
   sq_error_clear();
   SQ_EXPECT(sq_resume_open(ck, 1, &fp, &in, 6, &r) == SQ_OK);
-  SQ_EXPECT_MSG(r.first_layer == 3 && r.fell_back, "first %d fell_back %d", r.first_layer, r.fell_back);
+  SQ_EXPECT_MSG(r.first_layer == 3 && r.fell_back, "first %d fell_back %d", r.first_layer,
+                r.fell_back);
   SQ_EXPECT_EQ_INT(r.journal->nlayers, 3);
   sq_journal_close(r.journal);
   /* Now the state file for layer 3 truncated: falling back again needs the
@@ -278,9 +289,10 @@ static void test_fall_back(void) {
   put(ck, states[2], "sta");
   sq_error_clear();
   SQ_EXPECT(sq_resume_open(ck, 1, &fp, &in, 6, &r) == SQ_ERR_FORMAT);
-  SQ_EXPECT_MSG(contains(sq_error_message(), states[2]) && contains(sq_error_message(), "truncated") &&
-                    contains(sq_error_message(), states[1]) && contains(sq_error_message(), "missing"),
-                "message: %s", sq_error_message());
+  SQ_EXPECT_MSG(
+      contains(sq_error_message(), states[2]) && contains(sq_error_message(), "truncated") &&
+          contains(sq_error_message(), states[1]) && contains(sq_error_message(), "missing"),
+      "message: %s", sq_error_message());
   SQ_EXPECT(r.journal == NULL);
   {
     sq_journal *j = NULL; /* the refusal did not fall back (the journal is as it was) */
@@ -309,7 +321,8 @@ int main(void) {
   if (rc == 0) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd) != 0) { /* best effort */ }
+    if (system(cmd) != 0) { /* best effort */
+    }
   }
   free(root);
   return rc;

@@ -18,13 +18,13 @@ rank_pid() {
   done
   return 1
 }
-for seed in 11 22 33; do
+for seed in 2 3 7; do # victims: rank 0, rank 1, rank 0
   RANDOM=$seed
   victim=$((RANDOM % NP))
   delay_ms=$((100 + RANDOM % 1300))
   out="$W/o-$seed" ck="$W/ck-$seed"
-  SHARDQ_TEST_LAYER_SLEEP=0.5 run_q "$out" --checkpoint-dir "$ck" &
-  mp=$!
+  SHARDQ_TEST_LAYER_SLEEP=0.5 start_q "$out" --checkpoint-dir "$ck"
+  mp=$MP
   sleep "$(awk -v m=$delay_ms 'BEGIN { printf "%.3f", m / 1000 }')"
   pid=""
   for _ in $(seq 20); do pid=$(rank_pid "$mp" "$victim") && break; sleep 0.05; done

@@ -53,7 +53,9 @@ static char *state_path(int rank, int layer) {
   return sq_fs_join(dir, name);
 }
 
-static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
+static int contains(const char *hay, const char *needle) {
+  return strstr(hay, needle) != NULL;
+}
 
 static int count_temps(void) {
   DIR *d = opendir(dir);
@@ -80,7 +82,8 @@ static void check_layout(const char *path, long long layer, long long rank, long
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   SQ_EXPECT_MSG(f >= 0, "H5Fopen %s", path);
   if (f < 0) return;
-  const char *names[] = {"format_version", "layer", "rank", "sample_start", "sample_count", "seq_len", "hidden"};
+  const char *names[] = {"format_version", "layer",   "rank",  "sample_start",
+                         "sample_count",   "seq_len", "hidden"};
   long long want[] = {1, layer, rank, s0, n, T, d};
   for (int i = 0; i < 7; i++) {
     long long v = -1;
@@ -105,7 +108,8 @@ static void check_layout(const char *path, long long layer, long long rank, long
 static void test_round_trip(int spill) {
   const int64_t n = 5, T = 7, d = 12, s0 = 40;
   sq_acts a, b;
-  char *sp1 = spill ? sq_fs_join(dir, "spill-a.h5") : NULL, *sp2 = spill ? sq_fs_join(dir, "spill-b.h5") : NULL;
+  char *sp1 = spill ? sq_fs_join(dir, "spill-a.h5") : NULL,
+       *sp2 = spill ? sq_fs_join(dir, "spill-b.h5") : NULL;
   SQ_EXPECT(sq_acts_init(&a, n, T, d, sp1) == SQ_OK);
   SQ_EXPECT(sq_acts_init(&b, n, T, d, sp2) == SQ_OK);
   fill(&a, s0);
@@ -135,7 +139,8 @@ static void test_round_trip(int spill) {
 }
 
 /* Expect a refusal whose message names the file and contains what. */
-static void expect_refused(const sq_state_desc *desc, const char *hex, sq_status want, const char *what) {
+static void expect_refused(const sq_state_desc *desc, const char *hex, sq_status want,
+                           const char *what) {
   sq_acts b;
   SQ_EXPECT(sq_acts_init(&b, desc->n, desc->T, desc->hidden, NULL) == SQ_OK);
   sq_error_clear();
@@ -269,7 +274,8 @@ int main(void) {
   if (rc == 0) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) { /* best effort */ }
+    if (system(cmd) != 0) { /* best effort */
+    }
   }
   free(dir);
   return rc;
