@@ -42,6 +42,7 @@
 #include "coordinator/quantize_output.h"
 #include "coordinator/quantize_plan.h"
 #include "coordinator/stop_signal.h"
+#include "kernels/threads.h"
 #include "sharding/checkpoint.h"
 #include "worker/activations.h"
 #include "worker/calib.h"
@@ -92,6 +93,8 @@ static void sq_quantize_usage(FILE *f) {
           "  --batch N              samples per forward batch (bounds memory) [8]\n"
           "  --layers-per-shard K   decoder layers per output shard [1]\n"
           "  --spill-dir DIR        keep activations in an HDF5 file there, not in memory\n"
+          "  --blas-threads N       OpenBLAS threads per rank [1]; results depend on it, so it\n"
+          "                         is fixed rather than taken from the CPU affinity\n"
           "  -q, --quiet            no progress lines (errors and the summary only)\n\n"
           "checkpoint-restart (what `shardq submit` uses):\n"
           "  --checkpoint-dir DIR   after each layer, every rank publishes its shard part and\n"
@@ -170,6 +173,14 @@ static int sq_q_parse(int argc, char **argv, sq_qplan_args *a, sq_q_ckflags *ck)
     else if (!strcmp(s, "--batch")) { SQ_VAL(); a->batch = atoll(v); }
     else if (!strcmp(s, "--layers-per-shard")) { SQ_VAL(); a->layers_per_shard = atoi(v); }
     else if (!strcmp(s, "--spill-dir")) { SQ_VAL(); a->spill_dir = v; }
+    else if (!strcmp(s, "--blas-threads")) {
+      SQ_VAL();
+      a->blas_threads = atoi(v);
+      if (a->blas_threads < 1 || a->blas_threads > 1024) {
+        fprintf(stderr, "shardq quantize: --blas-threads must be 1..1024 (got '%s')\n", v);
+        return 0;
+      }
+    }
     else if (!strcmp(s, "--dump-dequant")) { SQ_VAL(); a->dump_dequant = v; } /* tests */
     else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
     else if (!strcmp(s, "--checkpoint-dir")) { SQ_VAL(); ck->dir = v; }
@@ -677,9 +688,10 @@ static sq_status sq_q_decide(sq_qjob *j) {
            a->sparsity, a->mask ? a->mask : "-", a->no_quant);
   int len = snprintf(opts, sizeof opts,
                      "calib_samples=%lld seq_len=%lld shuffle_seed=%llu batch=%lld "
-                     "layers_per_shard=%d ignore=",
+                     "layers_per_shard=%d blas_threads=%d ignore=",
                      (long long)a->calib_samples, (long long)a->seq_len,
-                     (unsigned long long)a->shuffle_seed, (long long)a->batch, a->layers_per_shard);
+                     (unsigned long long)a->shuffle_seed, (long long)a->batch, a->layers_per_shard,
+                     a->blas_threads);
   for (int i = 0; i < a->n_ignore && len > 0 && len < (int)sizeof opts; i++)
     len += snprintf(opts + len, sizeof opts - (size_t)len, "%s;", a->ignore[i]);
   sq_resume_inputs in = {.model_dir = a->model, .recipe_path = a->recipe, .scheme_text = scheme,
@@ -827,6 +839,10 @@ static sq_status sq_q_publish(sq_qjob *j, const char *list, size_t len) {
 
 static sq_status sq_q_run(sq_qjob *j) {
   double t_start = sq_time_now();
+  /* OpenBLAS picks its thread count from the CPU affinity (mpirun binds, srun
+   * may not), and sgemm/ssyrk results change with it: fix it so that a run
+   * and its resumption on another node give the same bytes. */
+  sq_kernels_set_threads(j->a.blas_threads);
   SQ_Q_STEP(j, sq_q_setup(j));
   const sq_model_info *mi = &j->model.info;
   int per = j->a.layers_per_shard > 0 ? j->a.layers_per_shard : 1;

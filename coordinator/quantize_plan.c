@@ -20,6 +20,7 @@ void sq_qplan_args_default(sq_qplan_args *a) {
   a->block = 128;
   a->sparsity = 0.5;
   a->sym = -1;
+  a->blas_threads = 1;
 }
 
 static sq_status sq_qplan_strs(char ***v, size_t *n, const char *s) {

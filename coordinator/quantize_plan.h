@@ -19,6 +19,7 @@ typedef struct sq_qplan_args {
   const char *ignore[SQ_QPLAN_MAX_IGNORE];
   int n_ignore;
   int force, quiet, bits, group, group_set, sym, no_quant, layers_per_shard;
+  int blas_threads; /* BLAS threads per rank: fixed, because results depend on it */
   double damp, sparsity;
   int64_t block, calib_samples, seq_len, batch;
   uint64_t shuffle_seed;
