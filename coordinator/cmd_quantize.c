@@ -40,6 +40,7 @@
 #include "coordinator/cli.h"
 #include "coordinator/quantize_ckpt.h"
 #include "coordinator/quantize_output.h"
+#include "coordinator/quantize_moe.h"
 #include "coordinator/quantize_plan.h"
 #include "coordinator/stop_signal.h"
 #include "kernels/threads.h"
@@ -53,7 +54,7 @@
 static void sq_quantize_usage(FILE *f) {
   fprintf(f,
           "usage: shardq quantize --model DIR --calib CALIB.safetensors --out OUTDIR [options]\n\n"
-          "Calibrates and quantizes a dense Llama-family checkpoint layer by layer and writes a\n"
+          "Calibrates and quantizes a checkpoint layer by layer and writes a\n"
           "compressed-tensors checkpoint: model.safetensors.index.json, config.json with\n"
           "quantization_config, the tokenizer/generation files and the shards. On one process:\n"
           "OUTDIR/model-0000k-of-0000N.safetensors (shard 1: embeddings, final norm, lm_head;\n"
@@ -96,6 +97,15 @@ static void sq_quantize_usage(FILE *f) {
           "  --blas-threads N       OpenBLAS threads per rank [1]; results depend on it, so it\n"
           "                         is fixed rather than taken from the CPU affinity\n"
           "  -q, --quiet            no progress lines (errors and the summary only)\n\n"
+          "MoE models (mixtral, qwen2_moe, qwen3_moe, deepseek_v3 incl. fp8 block-scaled\n"
+          "weights, dequantized on load): experts run expert-parallel (tokens all-to-all to\n"
+          "each expert's owner rank); every routed expert, the shared expert(s) and attention\n"
+          "are quantized, routers stay dense; the summary reports tokens per expert per layer.\n"
+          "They take --scheme W4A16 | W4A16_ASYM | W8A16 with --method gptq | rtn (no recipe,\n"
+          "--ignore or --checkpoint-dir yet).\n"
+          "  --moe-routed-only      expert Hessians from the tokens routed to each expert only\n"
+          "                         (default: from all tokens, as llm-compressor); an expert\n"
+          "                         with fewer than 16 tokens then falls back to RTN (warned)\n\n"
           "checkpoint-restart (what `shardq submit` uses):\n"
           "  --checkpoint-dir DIR   after each layer, every rank publishes its shard part and\n"
           "                         an HDF5 file of its samples' hidden states in DIR, and rank 0\n"
@@ -121,6 +131,8 @@ typedef struct {
 /* Command-line errors are printed by rank 0 only (every rank parses the same
  * arguments and fails the same way). */
 static int sq_q_loud = 1;
+/* --moe-routed-only: moe_calib's all-tokens mode off (MoE models). */
+static int sq_q_moe_routed;
 
 static int sq_q_arg(int argc, char **argv, int *i, const char **val) {
   if (*i + 1 >= argc) {
@@ -185,6 +197,7 @@ static int sq_q_parse(int argc, char **argv, sq_qplan_args *a, sq_q_ckflags *ck)
     else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
     else if (!strcmp(s, "--checkpoint-dir")) { SQ_VAL(); ck->dir = v; }
     else if (!strcmp(s, "--resume")) ck->resume = 1;
+    else if (!strcmp(s, "--moe-routed-only")) sq_q_moe_routed = 1;
     else {
       if (sq_q_loud) fprintf(stderr, "shardq quantize: unknown option '%s' (see --help)\n", s);
       return 0;
@@ -932,7 +945,17 @@ int sq_cmd_quantize(int argc, char **argv) {
   }
   if (j->a.quiet || j->rank != 0) sq_log_set_level(SQ_LOG_WARN);
   if (j->rank != 0) j->a.quiet = 1;
-  sq_status st = sq_q_run(j);
+  /* MoE checkpoints run their own layer loop (quantize_moe.h). */
+  int moe = 0;
+  sq_qmoe_detect(j->a.model, &moe);
+  sq_status st;
+  if (moe && j->ck.dir)
+    st = sq_error_set(SQ_ERR_UNSUPPORTED, "%s: --checkpoint-dir is not supported for MoE models "
+                      "yet -- hint: run without it", j->a.model);
+  else if (moe)
+    st = sq_qmoe_run(&j->a, j->comm, !sq_q_moe_routed, &j->broken);
+  else
+    st = sq_q_run(j);
   if (st != SQ_OK && j->broken) {
     /* A collective failed: peers may be stuck in it; end the whole job. */
     sq_cli_report("quantize", st, j->rank);

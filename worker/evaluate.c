@@ -11,6 +11,7 @@
 #include "worker/activations.h"
 #include "worker/calib.h"
 #include "worker/model.h"
+#include "worker/moe_eval.h"
 
 typedef struct {
   sq_model m[2];
@@ -177,6 +178,8 @@ static sq_status sq_eval_body(sq_eval_job *j, const char *dir_a, const char *dir
 
 sq_status sq_eval_run(const char *dir_a, const char *dir_b, const char *data,
                       const sq_eval_opts *opts, sq_eval_result *out) {
+  /* MoE families run their own layer loop (worker/moe_eval.h). */
+  if (sq_moe_eval_detect(dir_a)) return sq_moe_eval_run(dir_a, dir_b, data, opts, out);
   sq_eval_job *j = calloc(1, sizeof *j);
   if (!j) return sq_error_set(SQ_ERR_NOMEM, "out of memory");
   for (int k = 0; k < 2; k++) {
