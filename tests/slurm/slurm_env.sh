@@ -70,7 +70,7 @@ sq_slurm_start() {
   SQ_SLURM_DIR=$(mktemp -d "${TMPDIR:-/tmp}/shardq-slurm.XXXXXX") || return 1
   chmod 755 "$SQ_SLURM_DIR"
   trap 'sq_slurm_stop' EXIT
-  mkdir -p "$SQ_SLURM_DIR"/{state,spool,log,run}
+  mkdir -p "$SQ_SLURM_DIR"/{state,spool,log,run,tmp}
   install -d -o munge -g munge -m 0755 "$SQ_SLURM_DIR/munge"
   local sock="$SQ_SLURM_DIR/munge/munge.socket"
   if ! runuser -u munge -- /usr/sbin/munged --socket="$sock" --pid-file="$SQ_SLURM_DIR/munge/munged.pid" \
@@ -86,6 +86,11 @@ sq_slurm_start() {
   port=$((20000 + ($$ % 10000) * 2))
   local cpus
   cpus=$(nproc)
+  # Two clusters on one machine (ctest -j) must not share job ids: slurmstepd's
+  # PMIx plugin makes TmpFS/spmix_appdir_<uid>_<job>.<step> and fails the
+  # step ("File exists") if another cluster's job of the same id has it. Own
+  # TmpFS and job ids from the port (unique per running test) avoid both.
+  local first_job=$((port * 100))
   export SLURM_CONF="$SQ_SLURM_DIR/slurm.conf"
   cat >"$SLURM_CONF" <<EOF
 ClusterName=shardqtest
@@ -116,6 +121,8 @@ SlurmctldPidFile=$SQ_SLURM_DIR/run/slurmctld.pid
 SlurmdPidFile=$SQ_SLURM_DIR/run/slurmd.pid
 SlurmctldLogFile=$SQ_SLURM_DIR/log/slurmctld.log
 SlurmdLogFile=$SQ_SLURM_DIR/log/slurmd.log
+TmpFS=$SQ_SLURM_DIR/tmp
+FirstJobId=$first_job
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -71,6 +71,9 @@ if [ -n "$ID1" ]; then
   want=$'run restart=0\nrun restart=1'
   [ "$(cat "$CK1/runs.log" 2>/dev/null)" = "$want" ] || fail "requeue-on-75: runs.log is '$(cat "$CK1/runs.log" 2>/dev/null)'"
   grep -q "requeueing job $ID1" "$CK1/slurm-$ID1.out" || fail "requeue-on-75: the log does not say it requeued"
+  # Every start logs Slurm's SLURM_RESTART_COUNT (the stand-in saw the same).
+  counts=$(sed -n 's/^shardq: job .* run [0-9]* on .*(SLURM_RESTART_COUNT=\([0-9]*\)).*/\1/p' "$CK1/slurm-$ID1.out" | tr '\n' ' ')
+  [ "$counts" = "0 1 " ] || fail "requeue-on-75: the log shows SLURM_RESTART_COUNT '$counts', want '0 1 '"
 fi
 
 if [ -n "$ID2" ]; then
