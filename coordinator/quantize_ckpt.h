@@ -1,6 +1,6 @@
 /* Checkpoint-restart of `shardq quantize` (--checkpoint-dir DIR [--resume]):
  * the pieces the layer loop calls at the start and after each layer. The
- * collectives and the agreements between the steps stay in cmd_quantize.c;
+ * collectives and the agreements between the steps live in quantize_job.h and quantize_layer_step.c;
  * every function here is local to one rank.
  *
  * Protocol, per layer l (layers_per_shard = 1, so that layer l's output is
