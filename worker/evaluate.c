@@ -30,6 +30,31 @@ static int sq_eval_cmp(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+void sq_eval_summarize(sq_eval_result *r, int64_t n, int64_t T, int64_t V, const double nll[2],
+                       double *kl, double t0) {
+  memset(r, 0, sizeof *r);
+  r->samples = n;
+  r->seq_len = T;
+  r->vocab = V;
+  r->tokens = n * (T - 1);
+  r->nll_a = nll[0] / (double)r->tokens;
+  r->ppl_a = exp(r->nll_a);
+  if (kl) {
+    r->has_b = 1;
+    r->nll_b = nll[1] / (double)r->tokens;
+    r->ppl_b = exp(r->nll_b);
+    double sum = 0;
+    for (int64_t i = 0; i < r->tokens; i++) sum += kl[i];
+    r->kl_mean = sum / (double)r->tokens;
+    qsort(kl, (size_t)r->tokens, sizeof(double), sq_eval_cmp);
+    int64_t k99 = (int64_t)ceil(0.99 * (double)r->tokens) - 1;
+    r->kl_p99 = kl[k99 < 0 ? 0 : k99];
+    r->kl_max = kl[r->tokens - 1];
+  }
+  r->seconds = sq_time_now() - t0;
+}
+
+
 /* log-softmax of one row into out (double). */
 static void sq_eval_logsoftmax(const float *l, int64_t v, double *out) {
   double m = -INFINITY;
@@ -153,26 +178,7 @@ static sq_status sq_eval_body(sq_eval_job *j, const char *dir_a, const char *dir
   free(lsb);
   SQ_CHECK(st);
 
-  memset(r, 0, sizeof *r);
-  r->samples = n;
-  r->seq_len = T;
-  r->vocab = V;
-  r->tokens = n * (T - 1);
-  r->nll_a = nll[0] / (double)r->tokens;
-  r->ppl_a = exp(r->nll_a);
-  if (dir_b) {
-    r->has_b = 1;
-    r->nll_b = nll[1] / (double)r->tokens;
-    r->ppl_b = exp(r->nll_b);
-    double sum = 0;
-    for (int64_t i = 0; i < r->tokens; i++) sum += j->kl[i];
-    r->kl_mean = sum / (double)r->tokens;
-    qsort(j->kl, (size_t)r->tokens, sizeof(double), sq_eval_cmp);
-    int64_t k99 = (int64_t)ceil(0.99 * (double)r->tokens) - 1;
-    r->kl_p99 = j->kl[k99 < 0 ? 0 : k99];
-    r->kl_max = j->kl[r->tokens - 1];
-  }
-  r->seconds = sq_time_now() - t0;
+  sq_eval_summarize(r, n, T, V, nll, dir_b ? j->kl : NULL, t0);
   return SQ_OK;
 }
 

@@ -39,4 +39,11 @@ typedef struct sq_eval_result {
 sq_status sq_eval_run(const char *dir_a, const char *dir_b, const char *data,
                       const sq_eval_opts *opts, sq_eval_result *out);
 
+/* Fill r from the per-model NLL sums over n rows of T tokens (vocab V) and, when
+ * a second model ran, the per-token KL values kl[n*(T-1)] (sorted in place for
+ * the 99th percentile; NULL for one model). t0: start time (sq_time_now). Shared
+ * by the dense and the MoE evaluation loops. */
+void sq_eval_summarize(sq_eval_result *r, int64_t n, int64_t T, int64_t V, const double nll[2],
+                       double *kl, double t0);
+
 #endif

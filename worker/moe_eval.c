@@ -12,6 +12,7 @@
 #include "sharding/compressed.h"
 #include "worker/activations.h"
 #include "worker/calib.h"
+#include "worker/evaluate.h"
 #include "worker/moe_model.h"
 
 int sq_moe_eval_detect(const char *dir) {
@@ -40,11 +41,6 @@ typedef struct {
   float *table, *head[2], *norm[2], *logits[2], *xn;
   double *kl, *lsa, *lsb;
 } sq_meval;
-
-static int sq_meval_cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 static void sq_meval_logsoftmax(const float *l, int64_t v, double *out) {
   double m = -INFINITY, s = 0.0;
@@ -182,26 +178,7 @@ static sq_status sq_meval_body(sq_meval *j, const char *dir_a, const char *dir_b
       j->kl[s * (T - 1) + t] = kl > 0 ? kl : 0;
     }
   }
-  memset(r, 0, sizeof *r);
-  r->samples = n;
-  r->seq_len = T;
-  r->vocab = V;
-  r->tokens = n * (T - 1);
-  r->nll_a = nll[0] / (double)r->tokens;
-  r->ppl_a = exp(r->nll_a);
-  if (dir_b) {
-    r->has_b = 1;
-    r->nll_b = nll[1] / (double)r->tokens;
-    r->ppl_b = exp(r->nll_b);
-    double sum = 0;
-    for (int64_t i = 0; i < r->tokens; i++) sum += j->kl[i];
-    r->kl_mean = sum / (double)r->tokens;
-    qsort(j->kl, (size_t)r->tokens, sizeof(double), sq_meval_cmp);
-    int64_t k99 = (int64_t)ceil(0.99 * (double)r->tokens) - 1;
-    r->kl_p99 = j->kl[k99 < 0 ? 0 : k99];
-    r->kl_max = j->kl[r->tokens - 1];
-  }
-  r->seconds = sq_time_now() - t0;
+  sq_eval_summarize(r, n, T, V, nll, dir_b ? j->kl : NULL, t0);
   return SQ_OK;
 }
 
